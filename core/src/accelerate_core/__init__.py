@@ -1,0 +1,52 @@
+"""accelerate-core: one PyTorch training script for CPU, one GPU, many GPUs and many nodes."""
+
+__version__ = "0.1.0"
+
+from .accelerator import Accelerator
+from .errors import (
+    AccelerateCoreError,
+    ConfigurationError,
+    EnvironmentDetectionError,
+    PluginConflictError,
+    PluginError,
+    PluginNotInstalledError,
+)
+from .hookspecs import hookimpl
+from .kwargs_handlers import AutocastKwargs, GradScalerKwargs
+from .memory import release_memory
+from .ops import send_to_device
+from .seeding import set_seed
+from .specs import (
+    BackendSpec,
+    DeviceSpec,
+    EnvironmentInfo,
+    PluginContext,
+    PrecisionSpec,
+    PrepareRequest,
+)
+from .state import AcceleratorState, PartialState
+
+__all__ = [
+    "AccelerateCoreError",
+    "Accelerator",
+    "AcceleratorState",
+    "AutocastKwargs",
+    "BackendSpec",
+    "ConfigurationError",
+    "DeviceSpec",
+    "EnvironmentDetectionError",
+    "EnvironmentInfo",
+    "GradScalerKwargs",
+    "PartialState",
+    "PluginConflictError",
+    "PluginContext",
+    "PluginError",
+    "PluginNotInstalledError",
+    "PrecisionSpec",
+    "PrepareRequest",
+    "__version__",
+    "hookimpl",
+    "release_memory",
+    "send_to_device",
+    "set_seed",
+]

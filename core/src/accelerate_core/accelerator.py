@@ -1,0 +1,513 @@
+"""``Accelerator``: the object a training script talks to.
+
+It holds no backend logic. At creation it selects the backend and precision (through the process
+state) and asks their plugins, once, for the callables of every family (autocast, loss scaler,
+backward, no-sync, clipping, optimizer step); the per-step methods call those directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from .data import DataLoaderShard
+from .errors import ConfigurationError, PluginError
+from .gradient_state import GradientState
+from .kwargs_handlers import KwargsHandler
+from .memory import release_memory
+from .ops import convert_to_fp32, send_to_device
+from .optimizer import AcceleratedOptimizer
+from .plugins import get_plugin_manager
+from .scheduler import AcceleratedScheduler
+from .specs import PluginContext, PrepareRequest
+from .state import AcceleratorState, PartialState
+
+KINDS = ("model", "optimizer", "scheduler", "dataloader")
+ACCEPTED_TYPES = (
+    "torch.nn.Module (models), torch.optim.Optimizer (optimizers), "
+    "torch.optim.lr_scheduler.LRScheduler (schedulers) and torch.utils.data.DataLoader "
+    "(dataloaders)"
+)
+ORIGINAL_FORWARD = "_accelerate_core_original_forward"
+
+
+def _check_accumulation_steps(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"gradient_accumulation_steps must be an integer >= 1, got {value!r}; use 1 to step "
+            "the optimizer on every batch"
+        )
+    return value
+
+
+def _precision_options(
+    precision_options: dict[str, Any] | None, handlers: Sequence[KwargsHandler]
+) -> dict[str, Any]:
+    options = dict(precision_options or {})
+    for handler in handlers:
+        if not isinstance(handler, KwargsHandler) or not handler.option_key:
+            raise ConfigurationError(
+                f"kwargs_handlers takes GradScalerKwargs/AutocastKwargs objects, got {handler!r}"
+            )
+        options[handler.option_key] = {**options.get(handler.option_key, {}), **handler.to_kwargs()}
+    return options
+
+
+class Accelerator:
+    """Runs one training script unchanged on CPU, one device or many processes.
+
+    Args:
+        device_placement: move prepared models and every batch to ``self.device``.
+        mixed_precision: ``"no"``, ``"fp16"``, ``"bf16"`` or a plugin's (``"fp8"``); default
+            from ``ACCELERATE_CORE_MIXED_PRECISION`` else ``"no"``.
+        gradient_accumulation_steps: micro-batches per optimizer step (use ``accumulate``).
+        cpu: train on the CPU even when an accelerator is present.
+        backend: an installed backend's name; default ``none`` for one process, ``ddp`` for
+            several (``ACCELERATE_CORE_BACKEND`` also sets it).
+        backend_options: options for the backend's plugin (for DDP, ``find_unused_parameters``...).
+        precision_options: options for the precision's plugin (``{"grad_scaler": {...}}``).
+        kwargs_handlers: ``GradScalerKwargs`` / ``AutocastKwargs``, as in Hugging Face Accelerate.
+        step_scheduler_with_optimizer: prepared schedulers step only when the optimizer did.
+        split_batches, even_batches: how distributed backends shard dataloaders.
+        timeout: process-group timeout for multi-process runs.
+        project_dir: where checkpoints and logs go.
+    """
+
+    def __init__(
+        self,
+        device_placement: bool = True,
+        split_batches: bool = False,
+        mixed_precision: str | None = None,
+        gradient_accumulation_steps: int = 1,
+        cpu: bool | None = None,
+        backend: str | None = None,
+        backend_options: dict[str, Any] | None = None,
+        precision_options: dict[str, Any] | None = None,
+        kwargs_handlers: Sequence[KwargsHandler] = (),
+        step_scheduler_with_optimizer: bool = True,
+        even_batches: bool = True,
+        timeout: timedelta | None = None,
+        project_dir: str | None = None,
+    ) -> None:
+        steps = _check_accumulation_steps(gradient_accumulation_steps)
+        self.state = AcceleratorState(mixed_precision, cpu=cpu, backend=backend, timeout=timeout)
+        self.device_placement = device_placement
+        self.split_batches = split_batches
+        self.even_batches = even_batches
+        self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
+        self.project_dir = project_dir
+        self.gradient_state = GradientState(steps)
+        self.plugin_context = PluginContext(
+            state=self.state,
+            backend=self.state.backend,
+            mixed_precision=self.state.mixed_precision,
+            gradient_accumulation_steps=steps,
+            backend_options=dict(backend_options or {}),
+            precision_options=_precision_options(precision_options, kwargs_handlers),
+        )
+        self._resolve_plugin_callables()
+        self._models: list[torch.nn.Module] = []
+        self._optimizers: list[AcceleratedOptimizer] = []
+        self._schedulers: list[AcceleratedScheduler] = []
+        self._dataloaders: list[DataLoaderShard] = []
+
+    def _resolve_plugin_callables(self) -> None:
+        """Ask the owning plugins once; the per-step path only calls what they returned."""
+        manager = get_plugin_manager()
+        context = self.plugin_context
+        backend_owner = self.state.backend_owner
+        precision_owner = self.state.precision_owner
+        self._manager = manager
+        if self.state.backend_spec.owns_precision:
+            self.scaler = None
+            self._autocast: Callable[[], AbstractContextManager] | None = None
+        else:
+            self.scaler = manager.call_owner(
+                "accelerate_core_grad_scaler", precision_owner, context=context
+            )
+            self._autocast = manager.call_owner(
+                "accelerate_core_autocast", precision_owner, context=context
+            )
+
+        def ask(hook: str, **kwargs: Any) -> Any:
+            return manager.call_owner(hook, backend_owner, context=context, **kwargs)
+
+        self._backward = ask("accelerate_core_backward", scaler=self.scaler)
+        self._no_sync = ask("accelerate_core_no_sync")
+        self._clip_norm = ask("accelerate_core_clip_grad_norm")
+        self._clip_value = ask("accelerate_core_clip_grad_value")
+        self._optimizer_step = ask("accelerate_core_optimizer_step", scaler=self.scaler)
+        device = self.device
+        non_blocking = device.type != "cpu"
+        self._place_batch = functools.partial(
+            send_to_device, device=device, non_blocking=non_blocking
+        )
+
+    # ------------------------------------------------------------------ process facts
+
+    @property
+    def device(self) -> torch.device:
+        return self.state.device
+
+    @property
+    def backend(self) -> str:
+        return self.state.backend
+
+    @property
+    def mixed_precision(self) -> str:
+        return self.state.mixed_precision
+
+    @property
+    def process_index(self) -> int:
+        return self.state.process_index
+
+    @property
+    def local_process_index(self) -> int:
+        return self.state.local_process_index
+
+    @property
+    def num_processes(self) -> int:
+        return self.state.num_processes
+
+    @property
+    def use_distributed(self) -> bool:
+        return self.state.use_distributed
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.state.is_main_process
+
+    @property
+    def is_local_main_process(self) -> bool:
+        return self.state.is_local_main_process
+
+    @property
+    def is_last_process(self) -> bool:
+        return self.state.is_last_process
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.gradient_state.num_steps
+
+    @property
+    def sync_gradients(self) -> bool:
+        """True on the micro-step that synchronises gradients and steps the optimizer."""
+        return self.gradient_state.sync_gradients
+
+    @property
+    def optimizer_step_was_skipped(self) -> bool:
+        """True when fp16 loss scaling skipped the last step of any prepared optimizer."""
+        return any(optimizer.step_was_skipped for optimizer in self._optimizers)
+
+    # ------------------------------------------------------------------ prepare
+
+    def prepare(self, *args: Any, device_placement: Sequence[bool] | None = None) -> Any:
+        """Prepare models, optimizers, schedulers and dataloaders, given in any order.
+
+        Returns them in the same order (one object when given one). Everything from one call
+        reaches the backend as one request, so engines built from several parts see them all.
+        """
+        if device_placement is not None and len(device_placement) != len(args):
+            raise ConfigurationError(
+                f"device_placement has {len(device_placement)} entries for {len(args)} objects"
+            )
+        placement = list(device_placement or [self.device_placement] * len(args))
+        request = PrepareRequest()
+        slots: list[tuple[str, int] | None] = []
+        place_model: list[bool] = []
+        for obj, place in zip(args, placement):
+            kind = self._kind_of(obj)
+            if kind is None:
+                slots.append(None)
+                continue
+            bucket = getattr(request, kind + "s")
+            bucket.append(obj)
+            slots.append((kind, len(bucket) - 1))
+            if kind == "model":
+                place_model.append(place)
+        request = self._ask_precision_convert(request)
+        if not self.state.backend_spec.places_models:
+            for i, model in enumerate(request.models):
+                if place_model[i]:
+                    model.to(self.device)
+        for model in request.models:
+            self._install_autocast(model)
+        request = self._ask_backend_wrap(request)
+        prepared = self._wrap_training_objects(request, placement, slots)
+        results = [
+            obj if slot is None else getattr(prepared, slot[0] + "s")[slot[1]]
+            for obj, slot in zip(args, slots)
+        ]
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def _kind_of(self, obj: Any) -> str | None:
+        """The kind of ``obj``, or None when it was prepared already; TypeError when unknown."""
+        if isinstance(obj, (AcceleratedOptimizer, AcceleratedScheduler, DataLoaderShard)):
+            return None
+        if isinstance(obj, torch.nn.Module):
+            return None if any(obj is m for m in self._models) else "model"
+        declared = getattr(obj, "__accelerate_core_kind__", None)
+        if declared in KINDS:
+            return declared  # placeholder objects of a backend (say, an optimizer from a config)
+        if isinstance(obj, torch.optim.Optimizer):
+            return "optimizer"
+        if isinstance(obj, (torch.optim.lr_scheduler.LRScheduler,
+                            torch.optim.lr_scheduler.ReduceLROnPlateau)):
+            return "scheduler"
+        if isinstance(obj, torch.utils.data.DataLoader):
+            return "dataloader"
+        raise TypeError(
+            f"Accelerator.prepare() cannot handle an object of type {type(obj).__qualname__}; "
+            f"it takes {ACCEPTED_TYPES}"
+        )
+
+    def _checked(self, result: PrepareRequest | None, before: PrepareRequest, hook: str,
+                 owner: object) -> PrepareRequest:
+        if result is None:
+            return before
+        for kind in KINDS:
+            if len(getattr(result, kind + "s")) != len(getattr(before, kind + "s")):
+                raise PluginError(
+                    f"{hook} of plugin {self._manager.distribution_of(owner)} returned "
+                    f"{len(getattr(result, kind + 's'))} {kind}s for "
+                    f"{len(getattr(before, kind + 's'))}; it must keep every position"
+                )
+        return result
+
+    def _ask_precision_convert(self, request: PrepareRequest) -> PrepareRequest:
+        owner = self.state.precision_owner
+        result = self._manager.call_owner(
+            "accelerate_core_convert", owner, request=request, context=self.plugin_context
+        )
+        return self._checked(result, request, "accelerate_core_convert", owner)
+
+    def _ask_backend_wrap(self, request: PrepareRequest) -> PrepareRequest:
+        owner = self.state.backend_owner
+        result = self._manager.call_owner(
+            "accelerate_core_wrap", owner, request=request, context=self.plugin_context
+        )
+        return self._checked(result, request, "accelerate_core_wrap", owner)
+
+    def _install_autocast(self, model: torch.nn.Module) -> None:
+        """Run ``model``'s forward under the precision's autocast, outputs returned in fp32."""
+        autocast = self._autocast
+        if autocast is None or ORIGINAL_FORWARD in model.__dict__:
+            return
+        original = model.forward
+
+        @functools.wraps(original)
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            with autocast():
+                outputs = original(*args, **kwargs)
+            return convert_to_fp32(outputs)
+
+        model.__dict__[ORIGINAL_FORWARD] = original
+        model.forward = forward
+
+    def _wrap_training_objects(
+        self, request: PrepareRequest, placement: list[bool], slots: list[Any]
+    ) -> PrepareRequest:
+        state = self.gradient_state
+        optimizers = [
+            AcceleratedOptimizer(opt, state, self._optimizer_step, self.scaler)
+            for opt in request.optimizers
+        ]
+        schedulers = []
+        for scheduler in request.schedulers:
+            inner = getattr(scheduler, "optimizer", None)
+            linked = [o for o in optimizers + self._optimizers if o.optimizer is inner]
+            schedulers.append(
+                AcceleratedScheduler(
+                    scheduler,
+                    linked or optimizers + self._optimizers,
+                    state,
+                    self.step_scheduler_with_optimizer,
+                )
+            )
+        place_for_loader = [p for p, s in zip(placement, slots) if s and s[0] == "dataloader"]
+        dataloaders = [
+            DataLoaderShard(dl, state, self._place_batch if place else None)
+            for dl, place in zip(request.dataloaders, place_for_loader)
+        ]
+        self._models.extend(request.models)
+        self._optimizers.extend(optimizers)
+        self._schedulers.extend(schedulers)
+        self._dataloaders.extend(dataloaders)
+        return PrepareRequest(request.models, optimizers, schedulers, dataloaders)
+
+    def prepare_model(self, model: torch.nn.Module, device_placement: bool | None = None) -> Any:
+        return self.prepare(model, device_placement=None if device_placement is None
+                            else [device_placement])
+
+    def prepare_optimizer(self, optimizer: torch.optim.Optimizer) -> AcceleratedOptimizer:
+        return self.prepare(optimizer)
+
+    def prepare_scheduler(self, scheduler: Any) -> AcceleratedScheduler:
+        return self.prepare(scheduler)
+
+    def prepare_data_loader(self, dataloader: Any, device_placement: bool | None = None) -> Any:
+        return self.prepare(dataloader, device_placement=None if device_placement is None
+                            else [device_placement])
+
+    # ------------------------------------------------------------------ training step
+
+    def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
+        """``loss.backward()`` with accumulation scaling, loss scaling or the backend's engine."""
+        self._backward(loss, **kwargs)
+
+    @contextlib.contextmanager
+    def accumulate(self, *models: torch.nn.Module) -> Iterator[None]:
+        """One micro-step of gradient accumulation.
+
+        Sets ``sync_gradients`` (True every ``gradient_accumulation_steps`` micro-steps and on the
+        last batch of a prepared dataloader); on the others gradients are not synchronised and
+        the prepared optimizer's ``step``/``zero_grad`` do nothing.
+        """
+        if self.gradient_state.advance() or not models:
+            yield
+            return
+        if len(models) == 1:
+            with self._no_sync(models[0]):
+                yield
+            return
+        with contextlib.ExitStack() as stack:
+            for model in models:
+                stack.enter_context(self._no_sync(model))
+            yield
+
+    @contextlib.contextmanager
+    def no_sync(self, model: torch.nn.Module) -> Iterator[None]:
+        """Backward passes in this block do not synchronise ``model``'s gradients."""
+        with self._no_sync(model):
+            yield
+
+    def unscale_gradients(self, optimizer: Any = None) -> None:
+        """Divide fp16-scaled gradients by the loss scale (once per step), before clipping."""
+        if self.scaler is None:
+            return
+        targets = self._optimizers if optimizer is None else [optimizer]
+        for opt in targets:
+            if isinstance(opt, AcceleratedOptimizer):
+                if not opt.unscaled:
+                    self.scaler.unscale_(opt.optimizer)
+                    opt.unscaled = True
+            else:
+                self.scaler.unscale_(opt)
+
+    def clip_grad_norm_(
+        self, parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: float,
+        norm_type: float = 2.0,
+    ) -> torch.Tensor | None:
+        """Clip the global gradient norm; returns it (``None`` on a non-syncing micro-step).
+
+        On micro-steps that do not sync the gradients are incomplete and the optimizer does not
+        step, so nothing is clipped: calling this on every batch is the same as calling it on the
+        steps that update, and never unscales a partial fp16 gradient.
+        """
+        if not self.gradient_state.sync_gradients:
+            return None
+        self.unscale_gradients()
+        return self._clip_norm(parameters, max_norm, norm_type=norm_type)
+
+    def clip_grad_value_(
+        self, parameters: Iterable[torch.Tensor] | torch.Tensor, clip_value: float
+    ) -> None:
+        """Clip every gradient to ``[-clip_value, clip_value]`` (on syncing steps, see above)."""
+        if not self.gradient_state.sync_gradients:
+            return
+        self.unscale_gradients()
+        self._clip_value(parameters, clip_value)
+
+    def autocast(self) -> AbstractContextManager:
+        """The precision's autocast for code outside the prepared model's forward (the loss)."""
+        return contextlib.nullcontext() if self._autocast is None else self._autocast()
+
+    # ------------------------------------------------------------------ models
+
+    def unwrap_model(self, model: torch.nn.Module, keep_fp32_wrapper: bool = True) -> Any:
+        """The user's module inside a prepared one (backend wrapper and ``torch.compile`` removed).
+
+        With ``keep_fp32_wrapper=False`` the mixed-precision forward wrapper is removed too.
+        """
+        inner = self._manager.call_owner(
+            "accelerate_core_unwrap_model", self.state.backend_owner, model=model,
+            context=self.plugin_context,
+        )
+        inner = getattr(inner, "_orig_mod", inner)
+        if not keep_fp32_wrapper and ORIGINAL_FORWARD in inner.__dict__:
+            inner.forward = inner.__dict__.pop(ORIGINAL_FORWARD)
+        return inner
+
+    def get_state_dict(self, model: torch.nn.Module, unwrap: bool = True) -> dict[str, Any]:
+        """The full state dict of a prepared model, gathered by the backend when sharded."""
+        state = self._manager.call_owner(
+            "accelerate_core_get_state_dict", self.state.backend_owner, model=model,
+            context=self.plugin_context,
+        )
+        if state is not None:
+            return state
+        return (self.unwrap_model(model) if unwrap else model).state_dict()
+
+    # ------------------------------------------------------------------ processes
+
+    def wait_for_everyone(self) -> None:
+        self.state.wait_for_everyone()
+
+    def main_process_first(self) -> AbstractContextManager:
+        return self.state.main_process_first()
+
+    def local_main_process_first(self) -> AbstractContextManager:
+        return self.state.local_main_process_first()
+
+    def on_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        return self.state.on_main_process(function)
+
+    def on_local_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        return self.state.on_local_main_process(function)
+
+    def split_between_processes(
+        self, inputs: Any, apply_padding: bool = False
+    ) -> AbstractContextManager:
+        return self.state.split_between_processes(inputs, apply_padding=apply_padding)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` once per machine (on the local main process)."""
+        self.state.print(*args, **kwargs)
+
+    def free_memory(self, *objects: Any) -> list[None]:
+        """Forget every prepared object, collect garbage and empty the device cache.
+
+        Pass your own references to have them dropped too: ``model, opt = acc.free_memory(model,
+        opt)``.
+        """
+        self._models.clear()
+        self._optimizers.clear()
+        self._schedulers.clear()
+        self._dataloaders.clear()
+        self.gradient_state.step = 0
+        return release_memory(*objects)
+
+    def end_training(self) -> None:
+        """Wait for every process, then tear down the process group (if this run made one)."""
+        self.wait_for_everyone()
+        if self.num_processes > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def __repr__(self) -> str:
+        return (
+            f"Accelerator(backend={self.backend!r}, mixed_precision={self.mixed_precision!r}, "
+            f"device={self.device}, process {self.process_index} of {self.num_processes}, "
+            f"gradient_accumulation_steps={self.gradient_accumulation_steps})"
+        )
+
+
+__all__ = ["Accelerator", "PartialState"]

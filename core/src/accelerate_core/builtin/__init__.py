@@ -1,0 +1,12 @@
+"""The core's own plugins, registered through the same hooks as installed ones."""
+
+from . import defaults, devices, environments, precisions, single_process
+
+BUILTIN_PLUGINS: tuple[object, ...] = (
+    *environments.DETECTORS,
+    devices,
+    precisions,
+    single_process,
+)
+
+__all__ = ["BUILTIN_PLUGINS", "defaults"]

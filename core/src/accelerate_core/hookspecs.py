@@ -1,0 +1,264 @@
+"""Hook specifications: the whole contract between the core and its plugins.
+
+Every hook's docstring is its reference documentation. Hooks fall into the families of the design:
+
+* **discovery** - every plugin is asked; each returns records (``specs.py``) naming what it offers.
+* **environment** - every plugin is asked to detect the launch environment; device hooks are asked
+  of the plugin that registered the device in use.
+* **precision conversion** - asked of the plugin that registered the selected precision.
+* **wrapping**, **backward**, **checkpoint state** - asked of the plugin that registered the
+  selected backend.
+
+"Asked of the owner" means the core calls the hook on that one plugin (plus the core's own default
+implementation, which runs last and answers only if the owner returned ``None``). Plugins never need
+to check whether they were selected. All family hooks are called once, at ``Accelerator`` creation
+or ``prepare``; what they return (often a plain callable) is what the per-step path calls.
+
+Compatibility rule: hooks only ever gain arguments (pluggy lets an implementation accept fewer);
+removing or renaming a hook or argument is a breaking change of the core API version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+
+    from .specs import (
+        BackendSpec,
+        DeviceSpec,
+        EnvironmentInfo,
+        PluginContext,
+        PrecisionSpec,
+        PrepareRequest,
+    )
+
+PROJECT_NAME = "accelerate_core"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+# --------------------------------------------------------------------------- discovery
+
+
+@hookspec
+def accelerate_core_backends() -> list[BackendSpec]:
+    """Return the backends this plugin provides (``BackendSpec`` records).
+
+    Called on every plugin when the plugin manager builds its registry. Must be cheap and must not
+    import heavy libraries: only the records are needed to list and select backends. A name offered
+    by two plugins is a ``PluginConflictError`` naming both distributions.
+    """
+
+
+@hookspec
+def accelerate_core_precisions() -> list[PrecisionSpec]:
+    """Return the mixed-precision modes this plugin provides (``PrecisionSpec`` records).
+
+    Called on every plugin when the registry is built; same rules as ``accelerate_core_backends``.
+    The core's built-in plugin provides ``no``, ``fp16`` and ``bf16``.
+    """
+
+
+@hookspec
+def accelerate_core_devices() -> list[DeviceSpec]:
+    """Return the device types this plugin knows (``DeviceSpec`` records).
+
+    Called on every plugin when the registry is built. The device a process uses is found through
+    ``torch.accelerator`` (or CPU); the record for that device type supplies the process-group
+    backend and the precisions it supports. An accelerator type with no record still works with
+    generic defaults (gloo, no mixed precision).
+    """
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@hookspec
+def accelerate_core_detect_environment(environ: Mapping[str, str]) -> EnvironmentInfo | None:
+    """Detect how this process was launched; return ``EnvironmentInfo`` or ``None``.
+
+    Called on every plugin once per process, when the process state is created. ``environ`` is a
+    snapshot of ``os.environ``. Return ``None`` when the variables of your launcher are absent.
+    The answer with the highest ``priority`` wins; two answers at the same priority that disagree
+    are an error. Raise ``EnvironmentDetectionError`` when the variables are present but
+    incomplete or contradictory: the core must never fall back to one process when the
+    environment says there are several.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_setup_device(device: torch.device, environment: EnvironmentInfo) -> bool | None:
+    """Make ``device`` the current device of this process; return True when done.
+
+    Asked of the device's owner once, after the device has been chosen from the local rank and
+    before any model is placed. The core's default sets the current index through
+    ``torch.accelerator``.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_device_rng_state(device: torch.device) -> Any:
+    """Return the RNG state of ``device`` for checkpoints (asked of the device's owner).
+
+    The default returns ``torch.get_rng_state()`` for CPU and ``None`` for devices it cannot read.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_set_device_rng_state(device: torch.device, rng_state: Any) -> bool | None:
+    """Restore an RNG state from ``accelerate_core_device_rng_state``; return True when done."""
+
+
+@hookspec(firstresult=True)
+def accelerate_core_device_memory_stats(device: torch.device) -> dict[str, int] | None:
+    """Return ``{"allocated": bytes, "reserved": bytes, "max_allocated": bytes}`` for ``device``.
+
+    Asked of the device's owner by memory tracking; the default reads ``torch.accelerator``.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_synchronize(device: torch.device) -> bool | None:
+    """Wait for all queued work on ``device``; return True when done (default: torch.accelerator)."""
+
+
+# --------------------------------------------------------------------------- precision conversion
+
+
+@hookspec(firstresult=True)
+def accelerate_core_convert(request: PrepareRequest, context: PluginContext) -> PrepareRequest | None:
+    """Convert the objects of a ``prepare`` call for the selected precision (asked of its owner).
+
+    Runs first in ``prepare``: before models are moved to the device and before the backend wraps
+    anything. fp8 swaps ``nn.Linear`` layers here; MS-AMP initialises model and optimizer here.
+    Return the request with objects replaced, or ``None`` to leave it as it is.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_autocast(context: PluginContext) -> Callable[[], AbstractContextManager] | None:
+    """Return a factory of the context manager that wraps every forward pass, or ``None``.
+
+    Asked of the selected precision's owner once, at ``Accelerator`` creation (not asked when the
+    backend owns precision). The built-in fp16/bf16 return ``torch.autocast`` with their dtype.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_grad_scaler(context: PluginContext) -> Any | None:
+    """Return the loss scaler (``torch.amp.GradScaler``-like) for this precision, or ``None``.
+
+    Asked of the selected precision's owner once. With a scaler the core scales the loss before
+    backward, unscales before clipping, skips the optimizer step on inf/nan gradients and updates
+    the scale (``optimizer_step_was_skipped`` tells the user).
+    """
+
+
+# --------------------------------------------------------------------------- wrapping
+
+
+@hookspec(firstresult=True)
+def accelerate_core_wrap(request: PrepareRequest, context: PluginContext) -> PrepareRequest | None:
+    """Wrap the objects of one ``prepare`` call (asked of the selected backend's owner).
+
+    Receives everything at once (models, optimizers, schedulers, dataloaders) after precision
+    conversion and device placement; returns the request with wrapped objects in the same
+    positions, or ``None`` to leave it unchanged. DDP wraps models; FSDP2 shards them and rebinds
+    the optimizers' parameters; DeepSpeed builds one engine from model, optimizer and scheduler;
+    a distributed backend also shards the dataloaders here.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_unwrap_model(model: torch.nn.Module, context: PluginContext) -> Any:
+    """Return the user's module inside a model wrapped by ``accelerate_core_wrap``, or ``None``."""
+
+
+# --------------------------------------------------------------------------- backward
+
+
+@hookspec(firstresult=True)
+def accelerate_core_backward(context: PluginContext, scaler: Any) -> Callable[..., None] | None:
+    """Return ``backward(loss, **kwargs)`` for this backend, or ``None`` for the core's default.
+
+    Asked once at creation. The callable receives the loss exactly as the user passed it to
+    ``Accelerator.backward``. The core's default divides it by ``gradient_accumulation_steps``,
+    scales it with ``scaler`` when there is one, and calls ``loss.backward(**kwargs)``. A backend
+    whose engine owns backward (DeepSpeed) returns its own callable and does all of that itself.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_no_sync(
+    context: PluginContext,
+) -> Callable[[torch.nn.Module], AbstractContextManager] | None:
+    """Return ``no_sync(model)``: a context in which backward does not synchronise gradients.
+
+    Used on the micro-steps of gradient accumulation that do not step the optimizer, so only the
+    step that syncs communicates. DDP returns ``model.no_sync``; FSDP2 toggles
+    ``set_requires_gradient_sync``. The default (one process) returns a no-op context.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_clip_grad_norm(context: PluginContext) -> Callable[..., Any] | None:
+    """Return ``clip(parameters, max_norm, norm_type) -> total_norm`` for this backend.
+
+    The norm must be the global norm over every rank's gradients (sharded backends reduce it).
+    Called by the core only on steps that sync, after unscaling. Default:
+    ``torch.nn.utils.clip_grad_norm_``.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_clip_grad_value(context: PluginContext) -> Callable[..., Any] | None:
+    """Return ``clip(parameters, clip_value)`` for this backend (default ``clip_grad_value_``).
+
+    A backend that cannot clip by value raises a ``ConfigurationError`` from the returned callable.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_optimizer_step(
+    context: PluginContext, scaler: Any
+) -> Callable[[Any], None] | None:
+    """Return ``step(optimizer)`` that applies one update, or ``None`` for the core's default.
+
+    The default calls ``scaler.step(optimizer)`` and ``scaler.update()`` when there is a scaler,
+    ``optimizer.step()`` otherwise. The core calls it only on steps that sync gradients.
+    """
+
+
+# --------------------------------------------------------------------------- checkpoint state
+
+
+@hookspec(firstresult=True)
+def accelerate_core_get_state_dict(model: torch.nn.Module, context: PluginContext) -> Any:
+    """Return the full (consolidated, unsharded) state dict of a prepared model, or ``None``.
+
+    Sharded backends gather the shards (to CPU, on the main process at least). The default
+    returns the unwrapped model's ``state_dict()``.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_save_state(
+    objects: dict[str, Any], directory: str, context: PluginContext
+) -> list[str] | None:
+    """Save the prepared models and optimizers in the backend's own (possibly sharded) format.
+
+    ``objects`` maps checkpoint names to prepared objects. Return the names handled (the core
+    saves the rest itself) or ``None`` to let the core save everything.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_load_state(
+    objects: dict[str, Any], directory: str, context: PluginContext
+) -> list[str] | None:
+    """Load what ``accelerate_core_save_state`` wrote; return the names handled, or ``None``."""

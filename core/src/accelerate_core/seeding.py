@@ -1,0 +1,27 @@
+"""Seeding every random number generator a training script touches."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def set_seed(seed: int, device_specific: bool = False, deterministic: bool = False) -> None:
+    """Seed Python's ``random``, NumPy and torch (CPU and every device) with ``seed``.
+
+    Args:
+        device_specific: add the process index so each process draws differently (data
+            augmentation); leave False where processes must agree (model initialisation).
+        deterministic: also ask torch for deterministic algorithms (slower on GPUs).
+    """
+    if device_specific:
+        from .state import PartialState
+
+        seed += PartialState().process_index
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds every device's default generator as well
+    if deterministic:
+        torch.use_deterministic_algorithms(True)

@@ -1,0 +1,129 @@
+"""Records that plugins return from the discovery hooks.
+
+They are plain, declarative data so that the core can list, select and check them without running
+any plugin code. Behaviour is asked for later, once, through the family hooks of the owning plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A training backend: how models/optimizers are wrapped and gradients synchronised.
+
+    Attributes:
+        name: what users select (``Accelerator(backend=name)``), unique across installed plugins.
+        description: one line shown by ``accel env``.
+        distributed: True when the backend needs a process group (runs on several processes).
+            A non-distributed backend is refused when the environment has several processes.
+        min_processes: fewest processes the backend accepts (FSDP-style sharding needs 2).
+        owns_precision: True when the backend's engine implements fp16/bf16 itself (DeepSpeed);
+            the core then applies no autocast and no loss scaling of its own.
+        places_models: True when the backend moves models to the device itself (memory-efficient
+            loading from the meta device, engines that place parameters); the core then leaves
+            models where they are.
+    """
+
+    name: str
+    description: str = ""
+    distributed: bool = True
+    min_processes: int = 1
+    owns_precision: bool = False
+    places_models: bool = False
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """A mixed-precision mode selected by ``Accelerator(mixed_precision=name)``.
+
+    Attributes:
+        name: the value users pass, unique across installed plugins.
+        description: one line shown by ``accel env``.
+        requires_device_support: the key looked up in ``DeviceSpec.precisions``; ``None`` when the
+            mode runs on any device (full precision).
+    """
+
+    name: str
+    description: str = ""
+    requires_device_support: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device type the process may train on.
+
+    Attributes:
+        name: the ``torch.device`` type (``"cpu"``, ``"cuda"``, ``"xpu"``, a vendor's own).
+        dist_backend: the ``torch.distributed`` process-group backend for this device.
+        precisions: mixed-precision modes this device supports (``"fp16"``, ``"bf16"``, ...).
+    """
+
+    name: str
+    dist_backend: str = "gloo"
+    precisions: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    """What an environment detector found about the current process.
+
+    Attributes:
+        source: the detector's name (``"torchrun"``, ``"slurm"``, ``"single"``).
+        priority: detectors that answer are ranked by it; the highest wins. A launcher that sets
+            variables inside the process (torchrun) outranks the scheduler that started it (SLURM).
+        rank, world_size, local_rank, local_world_size: the usual meaning.
+        master_addr, master_port: rendezvous address for the process group, when known.
+    """
+
+    source: str
+    priority: int
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+    master_addr: str | None = None
+    master_port: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class PrepareRequest:
+    """Everything given to one ``Accelerator.prepare`` call, grouped by kind.
+
+    Backends receive it whole because some build one object from several parts (DeepSpeed builds
+    one engine from model + optimizer + scheduler; FSDP2 rebinds the optimizer to sharded
+    parameters). A hook returns a request of the same shape with objects replaced in place.
+    """
+
+    models: list[Any] = field(default_factory=list)
+    optimizers: list[Any] = field(default_factory=list)
+    schedulers: list[Any] = field(default_factory=list)
+    dataloaders: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """What the core tells a plugin's family hooks: the resolved choices for this process.
+
+    Attributes:
+        state: the process state (rank, world size, device, ...).
+        backend: the selected backend's name.
+        mixed_precision: the selected precision's name.
+        gradient_accumulation_steps: micro-steps per optimizer step.
+        backend_options: user options for the backend (``Accelerator(backend_options=...)``).
+        precision_options: user options for the precision (``Accelerator(precision_options=...)``).
+    """
+
+    state: Any
+    backend: str
+    mixed_precision: str
+    gradient_accumulation_steps: int = 1
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    precision_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> Any:
+        return self.state.device

@@ -1,0 +1,386 @@
+"""Process state: who this process is (rank, world, device) and what it runs (backend, precision).
+
+Created once per process and shared by every ``PartialState()``/``AcceleratorState()`` (the Borg
+pattern Hugging Face Accelerate uses), so any module can ask for it cheaply. Tests reset it with
+``reset_state()``. The environment is detected by plugins; when it says there are several
+processes the state never falls back to one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from functools import wraps
+from typing import Any, TypeVar
+
+import torch
+
+from .errors import ConfigurationError, EnvironmentDetectionError, PluginNotInstalledError
+from .plugins import KNOWN_DISTRIBUTIONS, Registered, get_plugin_manager
+from .specs import BackendSpec, DeviceSpec, EnvironmentInfo
+
+BACKEND_ENV = "ACCELERATE_CORE_BACKEND"
+MIXED_PRECISION_ENV = "ACCELERATE_CORE_MIXED_PRECISION"
+USE_CPU_ENV = "ACCELERATE_CORE_USE_CPU"
+SINGLE_PROCESS_BACKEND = "none"
+DEFAULT_DISTRIBUTED_BACKEND = "ddp"
+DEFAULT_PROCESS_GROUP_TIMEOUT = timedelta(minutes=10)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def detect_environment(environ: Mapping[str, str] | None = None) -> EnvironmentInfo:
+    """Ask every environment detector; the answer with the highest priority wins."""
+    environ = dict(os.environ if environ is None else environ)
+    answers = [a for a in get_plugin_manager().call_all(
+        "accelerate_core_detect_environment", environ=environ
+    ) if a is not None]
+    if not answers:
+        raise EnvironmentDetectionError("no environment detector answered; is the core installed?")
+    top = max(a.priority for a in answers)
+    best = [a for a in answers if a.priority == top]
+    if len({(a.rank, a.world_size, a.local_rank) for a in best}) > 1:
+        described = "; ".join(f"{a.source}: rank {a.rank} of {a.world_size}" for a in best)
+        raise EnvironmentDetectionError(f"launch environments disagree ({described})")
+    return best[0]
+
+
+def choose_device(cpu: bool, environment: EnvironmentInfo) -> torch.device:
+    """CPU when asked or when no accelerator is present, else the accelerator of the local rank."""
+    if cpu or not torch.accelerator.is_available():
+        return torch.device("cpu")
+    accelerator = torch.accelerator.current_accelerator()
+    count = torch.accelerator.device_count()
+    if environment.local_rank >= count:
+        raise EnvironmentDetectionError(
+            f"local rank {environment.local_rank} has no {accelerator.type} device: this machine "
+            f"has {count}; start at most {count} processes per machine, or pass cpu=True"
+        )
+    return torch.device(accelerator.type, environment.local_rank)
+
+
+def choose_backend(name: str | None, environment: EnvironmentInfo) -> Registered:
+    """Select the backend once, by name or by the documented default, and check it fits."""
+    manager = get_plugin_manager()
+    world = environment.world_size
+    if name is None:
+        if world == 1:
+            name = SINGLE_PROCESS_BACKEND
+        else:
+            name = DEFAULT_DISTRIBUTED_BACKEND
+            if name not in manager.registry()["backend"]:
+                raise PluginNotInstalledError(
+                    f"the environment ({environment.source}) says this run has {world} processes "
+                    "but no distributed backend is installed; pip install "
+                    f"{KNOWN_DISTRIBUTIONS[name]} (or select an installed one with "
+                    "Accelerator(backend=...))"
+                )
+    chosen = manager.select("backend", name)
+    spec: BackendSpec = chosen.spec
+    if world > 1 and not spec.distributed:
+        raise ConfigurationError(
+            f"backend '{spec.name}' runs a single process but the environment "
+            f"({environment.source}) has {world} processes; select a distributed backend "
+            f"(pip install {KNOWN_DISTRIBUTIONS[DEFAULT_DISTRIBUTED_BACKEND]})"
+        )
+    if world < spec.min_processes:
+        raise ConfigurationError(
+            f"backend '{spec.name}' needs at least {spec.min_processes} processes but this run "
+            f"has {world}; launch it with `accel launch --num-processes {spec.min_processes} ...`"
+        )
+    return chosen
+
+
+class PartialState:
+    """Rank, world size, local rank, device and backend of this process (created once).
+
+    Args:
+        cpu: train on the CPU even when an accelerator is present.
+        backend: name of an installed backend; default ``none`` for one process and ``ddp``
+            for several.
+        timeout: process-group timeout when the run has several processes.
+    """
+
+    _shared_state: dict[str, Any] = {}
+
+    def __init__(
+        self,
+        cpu: bool | None = None,
+        backend: str | None = None,
+        timeout: timedelta | None = None,
+    ) -> None:
+        self.__dict__ = self._shared_state
+        if cpu is None:
+            cpu = _truthy(os.environ.get(USE_CPU_ENV))
+        if self.__dict__.get("initialized"):
+            self._check_matches(cpu, backend)
+            return
+        manager = get_plugin_manager()
+        environment = detect_environment()
+        chosen = choose_backend(backend or os.environ.get(BACKEND_ENV) or None, environment)
+        device = choose_device(cpu, environment)
+        registered_device = manager.registry()["device"].get(device.type)
+        device_owner = registered_device.plugin if registered_device else manager.defaults
+        device_spec = registered_device.spec if registered_device else DeviceSpec(device.type)
+        manager.call_owner(
+            "accelerate_core_setup_device", device_owner, device=device, environment=environment
+        )
+        self.environment = environment
+        self.device = device
+        self.device_spec = device_spec
+        self.device_owner = device_owner
+        self.backend = chosen.spec.name
+        self.backend_spec = chosen.spec
+        self.backend_owner = chosen.plugin
+        self.cpu = cpu
+        self.timeout = timeout or DEFAULT_PROCESS_GROUP_TIMEOUT
+        self.initialized = True
+        if environment.world_size > 1 and chosen.spec.distributed:
+            self._init_process_group()
+
+    def _check_matches(self, cpu: bool, backend: str | None) -> None:
+        if backend is not None and backend != self.backend:
+            raise ConfigurationError(
+                f"the process state was already created with backend '{self.backend}', now "
+                f"'{backend}' is asked for; create one Accelerator per process with one backend"
+            )
+        if cpu and self.device.type != "cpu":
+            raise ConfigurationError(
+                f"the process state was already created on {self.device}; cpu=True must be "
+                "passed to the first Accelerator/PartialState of the process"
+            )
+
+    def _init_process_group(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            return
+        env = self.environment
+        for var, value in (("MASTER_ADDR", env.master_addr), ("MASTER_PORT", env.master_port)):
+            if value is None and var not in os.environ:
+                raise EnvironmentDetectionError(
+                    f"{env.source} started {env.world_size} processes but {var} is not set; "
+                    "set MASTER_ADDR/MASTER_PORT or start with torchrun / `accel launch`"
+                )
+            if value is not None:
+                os.environ.setdefault(var, str(value))
+        dist.init_process_group(
+            backend=self.device_spec.dist_backend,
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=self.timeout,
+        )
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def process_index(self) -> int:
+        return self.environment.rank
+
+    @property
+    def num_processes(self) -> int:
+        return self.environment.world_size
+
+    @property
+    def local_process_index(self) -> int:
+        return self.environment.local_rank
+
+    @property
+    def use_distributed(self) -> bool:
+        return self.num_processes > 1
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.process_index == 0
+
+    @property
+    def is_local_main_process(self) -> bool:
+        return self.local_process_index == 0
+
+    @property
+    def is_last_process(self) -> bool:
+        return self.process_index == self.num_processes - 1
+
+    # ------------------------------------------------------------------ coordination
+
+    def wait_for_everyone(self) -> None:
+        """Barrier across all processes (nothing to wait for with one)."""
+        if self.num_processes > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+
+    @contextmanager
+    def main_process_first(self) -> Iterator[None]:
+        """The main process runs the block first (say, to download), then the others."""
+        if not self.is_main_process:
+            self.wait_for_everyone()
+        yield
+        if self.is_main_process:
+            self.wait_for_everyone()
+
+    @contextmanager
+    def local_main_process_first(self) -> Iterator[None]:
+        if not self.is_local_main_process:
+            self.wait_for_everyone()
+        yield
+        if self.is_local_main_process:
+            self.wait_for_everyone()
+
+    def on_main_process(self, function: F) -> F:
+        """Decorator: run ``function`` on the main process only (returns None elsewhere)."""
+
+        @wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self.is_main_process:
+                return function(*args, **kwargs)
+            return None
+
+        return wrapper  # type: ignore[return-value]
+
+    def on_local_main_process(self, function: F) -> F:
+        @wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self.is_local_main_process:
+                return function(*args, **kwargs)
+            return None
+
+        return wrapper  # type: ignore[return-value]
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` on the local main process only."""
+        if self.is_local_main_process:
+            print(*args, **kwargs)
+
+    @contextmanager
+    def split_between_processes(self, inputs: Any, apply_padding: bool = False) -> Iterator[Any]:
+        """Yield this process's contiguous share of ``inputs`` (list, tuple, dict, tensor).
+
+        Shares differ by at most one item, the first processes taking the extra ones. With
+        ``apply_padding`` every share has the same length, padded with the last item.
+        """
+        yield split_for_process(inputs, self.process_index, self.num_processes, apply_padding)
+
+    def __repr__(self) -> str:
+        if not self.__dict__.get("initialized"):
+            return "PartialState(uninitialised)"
+        return (
+            f"PartialState(backend={self.backend!r}, process {self.process_index} of "
+            f"{self.num_processes}, local {self.local_process_index}, device={self.device}, "
+            f"environment={self.environment.source!r})"
+        )
+
+    @classmethod
+    def _reset_state(cls) -> None:
+        cls._shared_state.clear()
+
+
+def split_for_process(inputs: Any, index: int, count: int, apply_padding: bool = False) -> Any:
+    """The ``index``-th of ``count`` contiguous shares of ``inputs`` (see split_between_processes)."""
+    if count == 1:
+        return inputs
+    if isinstance(inputs, Mapping):
+        lengths = {len(v) for v in inputs.values()}
+        if len(lengths) > 1:
+            raise ConfigurationError(
+                "split_between_processes needs every value of the dict to have the same length, "
+                f"got lengths {sorted(lengths)}"
+            )
+        return type(inputs)(
+            {k: split_for_process(v, index, count, apply_padding) for k, v in inputs.items()}
+        )
+    length = len(inputs)
+    per, extra = divmod(length, count)
+    start = index * per + min(index, extra)
+    end = start + per + (1 if index < extra else 0)
+    share = inputs[start:end]
+    if apply_padding and extra and index >= extra and length:
+        last = inputs[-1:]
+        if isinstance(share, torch.Tensor):
+            share = torch.cat([share, last])
+        else:
+            share = share + (type(share)(last) if isinstance(share, Sequence) else last)
+    return share
+
+
+class AcceleratorState:
+    """The process state plus the selected mixed precision (shared like ``PartialState``)."""
+
+    _shared_state: dict[str, Any] = {}
+
+    def __init__(
+        self,
+        mixed_precision: str | None = None,
+        cpu: bool | None = None,
+        backend: str | None = None,
+        timeout: timedelta | None = None,
+    ) -> None:
+        self.__dict__ = self._shared_state
+        requested = mixed_precision or os.environ.get(MIXED_PRECISION_ENV) or None
+        if self.__dict__.get("initialized"):
+            PartialState(cpu=cpu, backend=backend)
+            if requested is not None and str(requested).lower() != self.mixed_precision:
+                raise ConfigurationError(
+                    f"the process state already uses mixed_precision='{self.mixed_precision}', "
+                    f"now '{requested}' is asked for; create one Accelerator per process"
+                )
+            return
+        chosen = select_precision(str(requested or "no"))
+        name = chosen.spec.name
+        partial = PartialState(cpu=cpu, backend=backend, timeout=timeout)
+        needed = chosen.spec.requires_device_support
+        if needed is not None and needed not in partial.device_spec.precisions:
+            supported = ", ".join(sorted(partial.device_spec.precisions)) or "none"
+            raise ConfigurationError(
+                f"mixed_precision='{name}' is not supported on device '{partial.device}' "
+                f"(supported there: {supported}); choose another mixed_precision, or run on a "
+                f"device that supports {needed}"
+            )
+        self.partial = partial
+        self.mixed_precision = name
+        self.precision_spec = chosen.spec
+        self.precision_owner = chosen.plugin
+        self.initialized = True
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything about the process is PartialState's; delegate so both read the same.
+        if name.startswith("__") or "partial" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["partial"], name)
+
+    @classmethod
+    def _reset_state(cls) -> None:
+        cls._shared_state.clear()
+
+
+def select_precision(name: str) -> Registered:
+    """The registered precision called ``name`` (case-insensitive), or an error listing them."""
+    manager = get_plugin_manager()
+    name = name.strip().lower()
+    precisions = manager.registry()["precision"]
+    if name in precisions:
+        return precisions[name]
+    if name in KNOWN_DISTRIBUTIONS or any(r.name == name for r in manager.entry_points):
+        return manager.select("precision", name)  # raises, naming the pip install or load error
+    hint = "" if "fp8" in precisions else f" (fp8: pip install {KNOWN_DISTRIBUTIONS['fp8']})"
+    raise ConfigurationError(
+        f"unknown mixed_precision '{name}'; valid values: {', '.join(sorted(precisions))}{hint}"
+    )
+
+
+def reset_state(destroy_process_group: bool = True) -> None:
+    """Forget the process state (tests); optionally tear down the process group too."""
+    if destroy_process_group:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    AcceleratorState._reset_state()
+    PartialState._reset_state()
