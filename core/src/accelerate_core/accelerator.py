@@ -257,8 +257,9 @@ class Accelerator:
             return declared  # placeholder objects of a backend (say, an optimizer from a config)
         if isinstance(obj, torch.optim.Optimizer):
             return "optimizer"
-        if isinstance(obj, (torch.optim.lr_scheduler.LRScheduler,
-                            torch.optim.lr_scheduler.ReduceLROnPlateau)):
+        if isinstance(
+            obj, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        ):
             return "scheduler"
         if isinstance(obj, torch.utils.data.DataLoader):
             return "dataloader"
@@ -267,8 +268,9 @@ class Accelerator:
             f"it takes {ACCEPTED_TYPES}"
         )
 
-    def _checked(self, result: PrepareRequest | None, before: PrepareRequest, hook: str,
-                 owner: object) -> PrepareRequest:
+    def _checked(
+        self, result: PrepareRequest | None, before: PrepareRequest, hook: str, owner: object
+    ) -> PrepareRequest:
         if result is None:
             return before
         for kind in KINDS:
@@ -342,8 +344,9 @@ class Accelerator:
         return PrepareRequest(request.models, optimizers, schedulers, dataloaders)
 
     def prepare_model(self, model: torch.nn.Module, device_placement: bool | None = None) -> Any:
-        return self.prepare(model, device_placement=None if device_placement is None
-                            else [device_placement])
+        return self.prepare(
+            model, device_placement=None if device_placement is None else [device_placement]
+        )
 
     def prepare_optimizer(self, optimizer: torch.optim.Optimizer) -> AcceleratedOptimizer:
         return self.prepare(optimizer)
@@ -352,8 +355,9 @@ class Accelerator:
         return self.prepare(scheduler)
 
     def prepare_data_loader(self, dataloader: Any, device_placement: bool | None = None) -> Any:
-        return self.prepare(dataloader, device_placement=None if device_placement is None
-                            else [device_placement])
+        return self.prepare(
+            dataloader, device_placement=None if device_placement is None else [device_placement]
+        )
 
     # ------------------------------------------------------------------ training step
 
@@ -401,7 +405,9 @@ class Accelerator:
                 self.scaler.unscale_(opt)
 
     def clip_grad_norm_(
-        self, parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: float,
+        self,
+        parameters: Iterable[torch.Tensor] | torch.Tensor,
+        max_norm: float,
         norm_type: float = 2.0,
     ) -> torch.Tensor | None:
         """Clip the global gradient norm; returns it (``None`` on a non-syncing micro-step).
@@ -436,7 +442,9 @@ class Accelerator:
         With ``keep_fp32_wrapper=False`` the mixed-precision forward wrapper is removed too.
         """
         inner = self._manager.call_owner(
-            "accelerate_core_unwrap_model", self.state.backend_owner, model=model,
+            "accelerate_core_unwrap_model",
+            self.state.backend_owner,
+            model=model,
             context=self.plugin_context,
         )
         inner = getattr(inner, "_orig_mod", inner)
@@ -447,7 +455,9 @@ class Accelerator:
     def get_state_dict(self, model: torch.nn.Module, unwrap: bool = True) -> dict[str, Any]:
         """The full state dict of a prepared model, gathered by the backend when sharded."""
         state = self._manager.call_owner(
-            "accelerate_core_get_state_dict", self.state.backend_owner, model=model,
+            "accelerate_core_get_state_dict",
+            self.state.backend_owner,
+            model=model,
             context=self.plugin_context,
         )
         if state is not None:

@@ -58,10 +58,12 @@ class DataLoaderShard:
         return len(self.base_dataloader)
 
     def set_epoch(self, epoch: int) -> None:
-        """Forward the epoch to a sampler that reshuffles per epoch (``DistributedSampler``-like)."""
+        """Forward the epoch to a sampler that reshuffles per epoch (``set_epoch``)."""
         self.iteration = epoch
-        for holder in (getattr(self.base_dataloader, "batch_sampler", None),
-                       getattr(self.base_dataloader, "sampler", None)):
+        for holder in (
+            getattr(self.base_dataloader, "batch_sampler", None),
+            getattr(self.base_dataloader, "sampler", None),
+        ):
             set_epoch = getattr(holder, "set_epoch", None)
             if callable(set_epoch):
                 set_epoch(epoch)

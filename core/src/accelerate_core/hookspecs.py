@@ -124,14 +124,16 @@ def accelerate_core_device_memory_stats(device: torch.device) -> dict[str, int] 
 
 @hookspec(firstresult=True)
 def accelerate_core_synchronize(device: torch.device) -> bool | None:
-    """Wait for all queued work on ``device``; return True when done (default: torch.accelerator)."""
+    """Wait for all queued work on ``device``; return True when done (default: torch)."""
 
 
 # --------------------------------------------------------------------------- precision conversion
 
 
 @hookspec(firstresult=True)
-def accelerate_core_convert(request: PrepareRequest, context: PluginContext) -> PrepareRequest | None:
+def accelerate_core_convert(
+    request: PrepareRequest, context: PluginContext
+) -> PrepareRequest | None:
     """Convert the objects of a ``prepare`` call for the selected precision (asked of its owner).
 
     Runs first in ``prepare``: before models are moved to the device and before the backend wraps

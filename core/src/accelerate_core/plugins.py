@@ -12,7 +12,7 @@ import importlib.metadata as importlib_metadata
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -327,5 +327,3 @@ def set_plugin_manager(manager: PluginManager | None) -> None:
 
 def reset_plugin_manager() -> None:
     set_plugin_manager(None)
-
-

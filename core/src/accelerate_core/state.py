@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
@@ -38,9 +38,13 @@ def _truthy(value: str | None) -> bool:
 def detect_environment(environ: Mapping[str, str] | None = None) -> EnvironmentInfo:
     """Ask every environment detector; the answer with the highest priority wins."""
     environ = dict(os.environ if environ is None else environ)
-    answers = [a for a in get_plugin_manager().call_all(
-        "accelerate_core_detect_environment", environ=environ
-    ) if a is not None]
+    answers = [
+        a
+        for a in get_plugin_manager().call_all(
+            "accelerate_core_detect_environment", environ=environ
+        )
+        if a is not None
+    ]
     if not answers:
         raise EnvironmentDetectionError("no environment detector answered; is the core installed?")
     top = max(a.priority for a in answers)
@@ -107,7 +111,7 @@ class PartialState:
         timeout: process-group timeout when the run has several processes.
     """
 
-    _shared_state: dict[str, Any] = {}
+    _shared_state: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -283,7 +287,7 @@ class PartialState:
 
 
 def split_for_process(inputs: Any, index: int, count: int, apply_padding: bool = False) -> Any:
-    """The ``index``-th of ``count`` contiguous shares of ``inputs`` (see split_between_processes)."""
+    """The ``index``-th of ``count`` contiguous shares of ``inputs`` (split_between_processes)."""
     if count == 1:
         return inputs
     if isinstance(inputs, Mapping):
@@ -313,7 +317,7 @@ def split_for_process(inputs: Any, index: int, count: int, apply_padding: bool =
 class AcceleratorState:
     """The process state plus the selected mixed precision (shared like ``PartialState``)."""
 
-    _shared_state: dict[str, Any] = {}
+    _shared_state: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,

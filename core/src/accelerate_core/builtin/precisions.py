@@ -32,7 +32,9 @@ def accelerate_core_autocast(
     if dtype is None:
         return None
     options = dict(context.precision_options.get("autocast", {}))
-    return functools.partial(torch.autocast, device_type=context.device.type, dtype=dtype, **options)
+    return functools.partial(
+        torch.autocast, device_type=context.device.type, dtype=dtype, **options
+    )
 
 
 @hookimpl

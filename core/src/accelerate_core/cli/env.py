@@ -32,7 +32,8 @@ def collect() -> dict[str, Any]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "accelerator": (
-            str(torch.accelerator.current_accelerator()) if torch.accelerator.is_available()
+            str(torch.accelerator.current_accelerator())
+            if torch.accelerator.is_available()
             else "none (cpu)"
         ),
         "device_count": torch.accelerator.device_count() if torch.accelerator.is_available() else 0,
@@ -41,8 +42,13 @@ def collect() -> dict[str, Any]:
             for r in installed_entry_points()
         ],
         "plugins": [
-            {"name": r.name, "distribution": r.distribution, "version": r.version,
-             "status": r.status, "error": r.error}
+            {
+                "name": r.name,
+                "distribution": r.distribution,
+                "version": r.version,
+                "status": r.status,
+                "error": r.error,
+            }
             for r in manager.entry_points
         ],
         "conflicts": manager.conflicts,
@@ -69,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"- {kind}: {listed}")
     print("- plugins:" + ("" if info["plugins"] else " none installed"))
     for plugin in info["plugins"]:
-        line = f"    {plugin['name']}: {plugin['distribution']} {plugin['version']} [{plugin['status']}]"
+        where = f"{plugin['distribution']} {plugin['version']}"
+        line = f"    {plugin['name']}: {where} [{plugin['status']}]"
         print(line + (f" {plugin['error']}" if plugin["error"] else ""))
     for conflict in info["conflicts"]:
         print(f"- conflict: {conflict}")
