@@ -9,7 +9,7 @@ processes the state never falls back to one.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from functools import wraps
@@ -268,7 +268,7 @@ class PartialState:
         """Yield this process's contiguous share of ``inputs`` (list, tuple, dict, tensor).
 
         Shares differ by at most one item, the first processes taking the extra ones. With
-        ``apply_padding`` every share has the same length, padded with the last item.
+        ``apply_padding`` every share has the same length, padded by repeating its last item.
         """
         yield split_for_process(inputs, self.process_index, self.num_processes, apply_padding)
 
@@ -306,11 +306,11 @@ def split_for_process(inputs: Any, index: int, count: int, apply_padding: bool =
     end = start + per + (1 if index < extra else 0)
     share = inputs[start:end]
     if apply_padding and extra and index >= extra and length:
-        last = inputs[-1:]
+        last = share[-1:] if len(share) else inputs[-1:]  # as HF: repeat the share's last item
         if isinstance(share, torch.Tensor):
             share = torch.cat([share, last])
         else:
-            share = share + (type(share)(last) if isinstance(share, Sequence) else last)
+            share = share + last
     return share
 
 
