@@ -19,7 +19,10 @@ def build(seed: int = 0):
     )
     torch.manual_seed(seed)
     model = torch.nn.Sequential(
-        torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.Linear(32, 16), torch.nn.Tanh(),
+        torch.nn.Linear(8, 32),
+        torch.nn.GELU(),
+        torch.nn.Linear(32, 16),
+        torch.nn.Tanh(),
         torch.nn.Linear(16, 1),
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=0.01)

@@ -39,7 +39,9 @@ def parts():
 
 @pytest.mark.parametrize("steps", [0, -1, 2.5, "4", True])
 def test_gradient_accumulation_steps_below_one_or_not_int(steps):
-    with pytest.raises(ConfigurationError, match=r"gradient_accumulation_steps must be an integer >= 1"):
+    with pytest.raises(
+        ConfigurationError, match=r"gradient_accumulation_steps must be an integer >= 1"
+    ):
         Accelerator(gradient_accumulation_steps=steps)
 
 
@@ -50,7 +52,10 @@ def test_unknown_mixed_precision_lists_valid_values():
 
 
 def test_fp8_without_its_plugin_names_the_pip_command():
-    with pytest.raises(PluginNotInstalledError, match="precision 'fp8' is not installed; pip install accelerate-fp8"):
+    with pytest.raises(
+        PluginNotInstalledError,
+        match="precision 'fp8' is not installed; pip install accelerate-fp8",
+    ):
         Accelerator(mixed_precision="fp8")
 
 
@@ -90,8 +95,12 @@ def test_prepare_returns_objects_in_the_order_given_and_wraps_them():
     accelerator = Accelerator(cpu=True)
     model, optimizer, scheduler, loader = parts()
     out = accelerator.prepare(scheduler, loader, model, optimizer)
-    assert [type(o) for o in out] == [AcceleratedScheduler, DataLoaderShard, torch.nn.Linear,
-                                      AcceleratedOptimizer]
+    assert [type(o) for o in out] == [
+        AcceleratedScheduler,
+        DataLoaderShard,
+        torch.nn.Linear,
+        AcceleratedOptimizer,
+    ]
     assert out[2] is model  # one process: the model itself, placed on the device
     assert out[3].optimizer is optimizer and isinstance(out[3], torch.optim.Optimizer)
     assert out[0].optimizers == [out[3]]
@@ -193,9 +202,7 @@ def test_batches_are_placed_on_the_device_unless_disabled():
     accelerator = Accelerator(cpu=True)
     accelerator.state.device = torch.device("meta")  # observe placement without a GPU
     accelerator._resolve_plugin_callables()
-    loader, unplaced = accelerator.prepare(
-        parts()[3], parts()[3], device_placement=[True, False]
-    )
+    loader, unplaced = accelerator.prepare(parts()[3], parts()[3], device_placement=[True, False])
     x, y = next(iter(loader))
     assert x.device.type == "meta" and y.device.type == "meta"
     assert next(iter(unplaced))[0].device.type == "cpu"

@@ -15,7 +15,9 @@ from accelerate_core.cli.main import main
 
 def test_module_and_console_script_print_the_version():
     out = subprocess.run(
-        [sys.executable, "-m", "accelerate_core", "--version"], capture_output=True, text=True,
+        [sys.executable, "-m", "accelerate_core", "--version"],
+        capture_output=True,
+        text=True,
         check=True,
     )
     assert out.stdout.strip() == f"accelerate-core {__version__}"
@@ -28,7 +30,8 @@ def test_module_and_console_script_print_the_version():
 
 def test_env_json_lists_builtins_and_installed_plugins(make_distribution, capsys):
     make_distribution(
-        "accelerate-broken", {"broken_env_plugin": "raise ImportError('gone')"},
+        "accelerate-broken",
+        {"broken_env_plugin": "raise ImportError('gone')"},
         {"broken": "broken_env_plugin"},
     )
     with pytest.warns(UserWarning, match="failed to load"):

@@ -52,8 +52,12 @@ def test_builtins_are_registered_through_the_hooks():
 
 
 def test_installed_distribution_is_discovered_and_only_the_owner_is_asked(make_distribution):
-    make_distribution("accelerate-fake", {"fake_plugin": backend_plugin("fake")}, {"fake": "fake_plugin"})
-    make_distribution("accelerate-other", {"other_plugin": backend_plugin("other")}, {"other": "other_plugin"})
+    make_distribution(
+        "accelerate-fake", {"fake_plugin": backend_plugin("fake")}, {"fake": "fake_plugin"}
+    )
+    make_distribution(
+        "accelerate-other", {"other_plugin": backend_plugin("other")}, {"other": "other_plugin"}
+    )
     assert [r.name for r in installed_entry_points()] == ["fake", "other"]
 
     accelerator = Accelerator(backend="fake", cpu=True)
@@ -88,16 +92,25 @@ def test_two_distributions_with_one_name_is_an_error_naming_both(make_distributi
 
 def test_a_plugin_cannot_take_over_a_builtin_name(make_distribution):
     make_distribution("accelerate-sneaky", {"sneaky": backend_plugin("none")}, {"sneaky": "sneaky"})
-    with pytest.raises(PluginConflictError, match=r"'none' .* accelerate-core \(built-in\) and "
-                       r"accelerate-sneaky 1.0"):
+    with pytest.raises(
+        PluginConflictError,
+        match=r"'none' .* accelerate-core \(built-in\) and "
+        r"accelerate-sneaky 1.0",
+    ):
         Accelerator(cpu=True)
 
 
 def test_broken_plugin_warns_when_not_selected(make_distribution):
-    make_distribution("accelerate-broken", {"broken_plugin": "raise ImportError('no such lib')"},
-                      {"broken": "broken_plugin"})
-    with pytest.warns(PluginLoadWarning, match=r"'broken' from accelerate-broken 1.0 failed to "
-                      r"load.*ImportError: no such lib"):
+    make_distribution(
+        "accelerate-broken",
+        {"broken_plugin": "raise ImportError('no such lib')"},
+        {"broken": "broken_plugin"},
+    )
+    with pytest.warns(
+        PluginLoadWarning,
+        match=r"'broken' from accelerate-broken 1.0 failed to "
+        r"load.*ImportError: no such lib",
+    ):
         accelerator = Accelerator(cpu=True)
     assert accelerator.backend == "none"
     record = get_plugin_manager().entry_points[0]
@@ -105,8 +118,11 @@ def test_broken_plugin_warns_when_not_selected(make_distribution):
 
 
 def test_broken_plugin_raises_when_selected(make_distribution):
-    make_distribution("accelerate-broken", {"broken_plugin": "raise ImportError('no such lib')"},
-                      {"broken": "broken_plugin"})
+    make_distribution(
+        "accelerate-broken",
+        {"broken_plugin": "raise ImportError('no such lib')"},
+        {"broken": "broken_plugin"},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginLoadWarning)
         with pytest.raises(PluginError) as info:
@@ -116,7 +132,9 @@ def test_broken_plugin_raises_when_selected(make_distribution):
 
 
 def test_autoload_switch_and_allow_list(make_distribution, monkeypatch):
-    make_distribution("accelerate-fake", {"fake_plugin": backend_plugin("fake")}, {"fake": "fake_plugin"})
+    make_distribution(
+        "accelerate-fake", {"fake_plugin": backend_plugin("fake")}, {"fake": "fake_plugin"}
+    )
     monkeypatch.setenv("ACCELERATE_CORE_DISABLE_PLUGIN_AUTOLOAD", "1")
     with pytest.raises(PluginNotInstalledError, match="add 'fake' to ACCELERATE_CORE_PLUGINS"):
         Accelerator(backend="fake", cpu=True)
@@ -135,7 +153,10 @@ def test_autoload_switch_and_allow_list(make_distribution, monkeypatch):
 def test_plugin_importing_a_heavy_library_at_load_is_warned(make_distribution):
     make_distribution(
         "accelerate-heavy",
-        {"deepspeed": "LOADED = True", "heavy_plugin": "import deepspeed\n" + backend_plugin("heavy")},
+        {
+            "deepspeed": "LOADED = True",
+            "heavy_plugin": "import deepspeed\n" + backend_plugin("heavy"),
+        },
         {"heavy": "heavy_plugin"},
     )
     sys.modules.pop("deepspeed", None)
@@ -144,24 +165,38 @@ def test_plugin_importing_a_heavy_library_at_load_is_warned(make_distribution):
 
 
 def test_incompatible_core_requirement_is_refused_before_import(make_distribution):
-    make_distribution("accelerate-old", {"old_plugin": backend_plugin("old")}, {"old": "old_plugin"},
-                      requires=("accelerate-core<0.1",))
+    make_distribution(
+        "accelerate-old",
+        {"old_plugin": backend_plugin("old")},
+        {"old": "old_plugin"},
+        requires=("accelerate-core<0.1",),
+    )
     with pytest.warns(PluginLoadWarning, match="accelerate-old requires accelerate-core<0.1"):
         manager = get_plugin_manager()
     assert "old_plugin" not in sys.modules
     assert manager.entry_points[0].status == "incompatible"
-    with pytest.raises(PluginError, match="requires accelerate-core<0.1 but accelerate-core 0.1.0"):
+    expected = r"requires accelerate-core<0\.1 but accelerate-core 0\.1\.0"
+    with pytest.raises(PluginError, match=expected):
         Accelerator(backend="old", cpu=True)
 
 
 def test_compatible_core_requirement_loads(make_distribution):
-    make_distribution("accelerate-new", {"new_plugin": backend_plugin("new")}, {"new": "new_plugin"},
-                      requires=("accelerate-core>=0.1,<1",))
+    make_distribution(
+        "accelerate-new",
+        {"new_plugin": backend_plugin("new")},
+        {"new": "new_plugin"},
+        requires=("accelerate-core>=0.1,<1",),
+    )
     assert Accelerator(backend="new", cpu=True).backend == "new"
 
 
 def test_wrong_record_type_is_an_error_naming_the_plugin(make_distribution):
-    source = "from accelerate_core import hookimpl\n@hookimpl\ndef accelerate_core_backends():\n    return ['ddp']\n"
+    source = (
+        "from accelerate_core import hookimpl\n"
+        "@hookimpl\n"
+        "def accelerate_core_backends():\n"
+        "    return ['ddp']\n"
+    )
     make_distribution("accelerate-bad", {"bad_plugin": source}, {"bad": "bad_plugin"})
     with pytest.raises(PluginError, match=r"accelerate-bad 1.0\) returned 'ddp'.*BackendSpec"):
         Accelerator(cpu=True)

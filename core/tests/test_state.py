@@ -15,10 +15,22 @@ from accelerate_core import (
 )
 from accelerate_core.state import detect_environment, reset_state
 
-TORCHRUN_2 = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
-              "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
-SRUN_4 = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_STEP_ID": "0",
-          "SLURM_TASKS_PER_NODE": "2(x2)", "SLURM_NODEID": "1"}
+TORCHRUN_2 = {
+    "RANK": "1",
+    "WORLD_SIZE": "2",
+    "LOCAL_RANK": "1",
+    "LOCAL_WORLD_SIZE": "2",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29500",
+}
+SRUN_4 = {
+    "SLURM_PROCID": "3",
+    "SLURM_NTASKS": "4",
+    "SLURM_LOCALID": "1",
+    "SLURM_STEP_ID": "0",
+    "SLURM_TASKS_PER_NODE": "2(x2)",
+    "SLURM_NODEID": "1",
+}
 
 
 def test_single_process_defaults():
@@ -71,7 +83,10 @@ def test_torchrun_inside_slurm_wins():
     ("environ", "message"),
     [
         ({"WORLD_SIZE": "2"}, "sets WORLD_SIZE=2 but not RANK, LOCAL_RANK"),
-        ({"RANK": "0", "WORLD_SIZE": "two", "LOCAL_RANK": "0"}, "WORLD_SIZE='two' is not an integer"),
+        (
+            {"RANK": "0", "WORLD_SIZE": "two", "LOCAL_RANK": "0"},
+            "WORLD_SIZE='two' is not an integer",
+        ),
         ({"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, "rank 2 is not below world size 2"),
         ({"RANK": "0", "WORLD_SIZE": "0", "LOCAL_RANK": "0"}, "world size 0 < 1"),
     ],

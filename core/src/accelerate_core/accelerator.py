@@ -21,7 +21,7 @@ from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
 from .kwargs_handlers import KwargsHandler
 from .memory import release_memory
-from .ops import convert_to_fp32, send_to_device
+from .ops import DeviceMover, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
 from .plugins import get_plugin_manager
 from .scheduler import AcceleratedScheduler
@@ -35,6 +35,7 @@ ACCEPTED_TYPES = (
     "(dataloaders)"
 )
 ORIGINAL_FORWARD = "_accelerate_core_original_forward"
+_NO_CONTEXT = contextlib.nullcontext()  # stateless and reentrant: one instance serves every step
 
 
 def _check_accumulation_steps(value: Any) -> int:
@@ -143,11 +144,8 @@ class Accelerator:
         self._clip_norm = ask("accelerate_core_clip_grad_norm")
         self._clip_value = ask("accelerate_core_clip_grad_value")
         self._optimizer_step = ask("accelerate_core_optimizer_step", scaler=self.scaler)
-        device = self.device
-        non_blocking = device.type != "cpu"
-        self._place_batch = functools.partial(
-            send_to_device, device=device, non_blocking=non_blocking
-        )
+        # Host-to-device copies can overlap compute; to the CPU there is nothing to overlap.
+        self._place_batch = DeviceMover(self.device, non_blocking=self.device.type != "cpu")
 
     # ------------------------------------------------------------------ process facts
 
@@ -365,8 +363,7 @@ class Accelerator:
         """``loss.backward()`` with accumulation scaling, loss scaling or the backend's engine."""
         self._backward(loss, **kwargs)
 
-    @contextlib.contextmanager
-    def accumulate(self, *models: torch.nn.Module) -> Iterator[None]:
+    def accumulate(self, *models: torch.nn.Module) -> AbstractContextManager:
         """One micro-step of gradient accumulation.
 
         Sets ``sync_gradients`` (True every ``gradient_accumulation_steps`` micro-steps and on the
@@ -374,16 +371,13 @@ class Accelerator:
         the prepared optimizer's ``step``/``zero_grad`` do nothing.
         """
         if self.gradient_state.advance() or not models:
-            yield
-            return
+            return _NO_CONTEXT
         if len(models) == 1:
-            with self._no_sync(models[0]):
-                yield
-            return
-        with contextlib.ExitStack() as stack:
-            for model in models:
-                stack.enter_context(self._no_sync(model))
-            yield
+            return self._no_sync(models[0])
+        stack = contextlib.ExitStack()
+        for model in models:
+            stack.enter_context(self._no_sync(model))
+        return stack
 
     @contextlib.contextmanager
     def no_sync(self, model: torch.nn.Module) -> Iterator[None]:

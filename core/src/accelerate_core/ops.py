@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from torch import Tensor
 
 Leaf = Callable[[Any], Any]
 
@@ -20,13 +21,17 @@ def apply_to_tensors(fn: Leaf, obj: Any, other: Leaf | None = None) -> Any:
     """
     if isinstance(obj, torch.Tensor):
         return fn(obj)
+    # Tensor elements are handled inline: batches are mostly flat tuples/dicts of tensors.
     if isinstance(obj, list):
-        return [apply_to_tensors(fn, v, other) for v in obj]
+        return [fn(v) if isinstance(v, Tensor) else apply_to_tensors(fn, v, other) for v in obj]
     if isinstance(obj, tuple):
-        values = [apply_to_tensors(fn, v, other) for v in obj]
+        values = [fn(v) if isinstance(v, Tensor) else apply_to_tensors(fn, v, other) for v in obj]
         return type(obj)(*values) if hasattr(obj, "_fields") else type(obj)(values)
     if isinstance(obj, Mapping):
-        items = {k: apply_to_tensors(fn, v, other) for k, v in obj.items()}
+        items = {
+            k: fn(v) if isinstance(v, Tensor) else apply_to_tensors(fn, v, other)
+            for k, v in obj.items()
+        }
         try:
             return type(obj)(items)
         except TypeError:
@@ -39,25 +44,39 @@ def apply_to_tensors(fn: Leaf, obj: Any, other: Leaf | None = None) -> Any:
     return obj if other is None else other(obj)
 
 
+class DeviceMover:
+    """Moves nested batches to one device; built once so each batch only pays for the walk."""
+
+    __slots__ = ("device", "non_blocking")
+
+    def __init__(self, device: torch.device, non_blocking: bool = False) -> None:
+        self.device = device
+        self.non_blocking = non_blocking
+
+    def tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.device, non_blocking=self.non_blocking)
+
+    def other(self, leaf: Any) -> Any:
+        to = getattr(leaf, "to", None)
+        if not callable(to):
+            return leaf
+        try:
+            return to(self.device, non_blocking=self.non_blocking)
+        except TypeError:
+            return to(self.device)
+
+    def __call__(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=self.non_blocking)
+        return apply_to_tensors(self.tensor, batch, self.other)
+
+
 def send_to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Return ``obj`` with every tensor moved to ``device`` (see ``apply_to_tensors``).
 
     Leaves that are not tensors but have a ``to`` method (``BatchEncoding``-like) are moved too.
     """
-
-    def move(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(device, non_blocking=non_blocking)
-
-    def move_other(leaf: Any) -> Any:
-        to = getattr(leaf, "to", None)
-        if not callable(to):
-            return leaf
-        try:
-            return to(device, non_blocking=non_blocking)
-        except TypeError:
-            return to(device)
-
-    return apply_to_tensors(move, obj, move_other)
+    return DeviceMover(device, non_blocking)(obj)
 
 
 def _to_fp32(tensor: torch.Tensor) -> torch.Tensor:

@@ -307,10 +307,7 @@ def split_for_process(inputs: Any, index: int, count: int, apply_padding: bool =
     share = inputs[start:end]
     if apply_padding and extra and index >= extra and length:
         last = share[-1:] if len(share) else inputs[-1:]  # as HF: repeat the share's last item
-        if isinstance(share, torch.Tensor):
-            share = torch.cat([share, last])
-        else:
-            share = share + last
+        share = torch.cat([share, last]) if isinstance(share, torch.Tensor) else share + last
     return share
 
 

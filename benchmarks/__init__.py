@@ -1,0 +1,1 @@
+"""Benchmarks: each compares accelerate-core with the hand-written loop in the same run."""

@@ -1,0 +1,158 @@
+"""Per-step overhead of Accelerator over the same loop written by hand, in the same run.
+
+Both loops train the same tiny MLP (width 64, batch 32) on one CPU thread, iterating a DataLoader,
+running forward, loss, backward, optimizer step and zero_grad. Rounds alternate between the two
+loops so drift on the machine hits both; the figure is the median per-step time over rounds.
+
+    python benchmarks/overhead.py            # full run, writes benchmarks/results/overhead.json
+    python benchmarks/overhead.py --quick    # smoke run for CI: prints figures, asserts nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+WIDTH = 64
+BATCH = 32
+RESULTS = Path(__file__).parent / "results"
+
+
+def build(steps: int, seed: int = 0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(WIDTH, WIDTH),
+        torch.nn.ReLU(),
+        torch.nn.Linear(WIDTH, WIDTH),
+        torch.nn.ReLU(),
+        torch.nn.Linear(WIDTH, 1),
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    data = TensorDataset(torch.randn(steps * BATCH, WIDTH), torch.randn(steps * BATCH, 1))
+    return model, optimizer, DataLoader(data, batch_size=BATCH)
+
+
+def hand_written_epoch(model, optimizer, loader) -> float:
+    start = time.perf_counter()
+    for x, y in loader:
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return time.perf_counter() - start
+
+
+def accelerated_epoch(accelerator, model, optimizer, loader) -> float:
+    start = time.perf_counter()
+    for x, y in loader:
+        with accelerator.accumulate(model):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad()
+    return time.perf_counter() - start
+
+
+def step_overhead(steps: int, rounds: int) -> dict[str, float]:
+    from accelerate_core import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    hand = build(steps)
+    ours = accelerator.prepare(*build(steps))
+    hand_written_epoch(*hand)  # warm-up
+    accelerated_epoch(accelerator, *ours)
+    hand_times, our_times = [], []
+    for i in range(rounds):
+        # Alternate which loop goes first so neither always runs on a warmer cache.
+        if i % 2:
+            our_times.append(accelerated_epoch(accelerator, *ours) / steps)
+            hand_times.append(hand_written_epoch(*hand) / steps)
+        else:
+            hand_times.append(hand_written_epoch(*hand) / steps)
+            our_times.append(accelerated_epoch(accelerator, *ours) / steps)
+    hand_median = statistics.median(hand_times)
+    our_median = statistics.median(our_times)
+    paired = statistics.median(o / h for o, h in zip(our_times, hand_times))
+    return {
+        "hand_written_us": hand_median * 1e6,
+        "accelerate_core_us": our_median * 1e6,
+        "ratio": our_median / hand_median,
+        "paired_ratio": paired,
+        "overhead_us": (our_median - hand_median) * 1e6,
+    }
+
+
+IMPORT_PROBE = (
+    "import time; t0 = time.perf_counter(); import torch; t1 = time.perf_counter(); "
+    "import accelerate_core; t2 = time.perf_counter(); print(t1 - t0, t2 - t1)"
+)
+
+
+def import_cost(repeats: int) -> dict[str, float]:
+    torch_s, core_s = [], []
+    for _ in range(repeats):
+        out = subprocess.run(
+            [sys.executable, "-c", IMPORT_PROBE], capture_output=True, text=True, check=True
+        )
+        t, c = map(float, out.stdout.split())
+        torch_s.append(t)
+        core_s.append(c)
+    torch_ms = statistics.median(torch_s) * 1e3
+    core_ms = statistics.median(core_s) * 1e3
+    return {
+        "import_torch_ms": torch_ms,
+        "import_accelerate_core_ms": core_ms,
+        "import_ratio": core_ms / torch_ms,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few steps; a smoke run for CI")
+    parser.add_argument("--steps", type=int, default=100, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=41, help="alternating rounds")
+    parser.add_argument("--output", type=Path, default=RESULTS / "overhead.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.rounds = 20, 3
+    torch.set_num_threads(1)
+    result: dict[str, object] = {
+        "benchmark": "overhead",
+        "shape": {"width": WIDTH, "batch": BATCH, "threads": 1},
+        "device": f"cpu ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "single_process": step_overhead(args.steps, args.rounds),
+        **import_cost(2 if args.quick else 5),
+    }
+    single = result["single_process"]
+    print(
+        f"single process, width {WIDTH}, batch {BATCH}, 1 thread: hand-written "
+        f"{single['hand_written_us']:.1f} us/step, accelerate-core "
+        f"{single['accelerate_core_us']:.1f} us/step, ratio {single['ratio']:.3f} "
+        f"(paired {single['paired_ratio']:.3f}; goal <= 1.05)"
+    )
+    print(
+        f"import torch {result['import_torch_ms']:.0f} ms; import accelerate_core after it "
+        f"{result['import_accelerate_core_ms']:.0f} ms ({100 * result['import_ratio']:.1f}% of "
+        "torch's)"
+    )
+    if not args.quick:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
