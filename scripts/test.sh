@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs what it needs, then runs the lint and the whole test suite (what CI runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/python benchmarks/overhead.py --quick
+.venv/bin/python -m pytest "$@"
