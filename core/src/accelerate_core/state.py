@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from functools import wraps
 from typing import Any, ClassVar, TypeVar
@@ -222,41 +222,37 @@ class PartialState:
                 dist.barrier()
 
     @contextmanager
-    def main_process_first(self) -> Iterator[None]:
-        """The main process runs the block first (say, to download), then the others."""
-        if not self.is_main_process:
+    def _goes_first(self, first: bool) -> Iterator[None]:
+        if not first:
             self.wait_for_everyone()
         yield
-        if self.is_main_process:
+        if first:
             self.wait_for_everyone()
 
-    @contextmanager
-    def local_main_process_first(self) -> Iterator[None]:
-        if not self.is_local_main_process:
-            self.wait_for_everyone()
-        yield
-        if self.is_local_main_process:
-            self.wait_for_everyone()
+    def main_process_first(self) -> AbstractContextManager:
+        """The main process runs the block first (say, to download), then the others."""
+        return self._goes_first(self.is_main_process)
+
+    def local_main_process_first(self) -> AbstractContextManager:
+        """The main process of each machine runs the block first, then the others."""
+        return self._goes_first(self.is_local_main_process)
+
+    def _only_on(self, predicate: str, function: F) -> F:
+        @wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if getattr(self, predicate):
+                return function(*args, **kwargs)
+            return None
+
+        return wrapper  # type: ignore[return-value]
 
     def on_main_process(self, function: F) -> F:
         """Decorator: run ``function`` on the main process only (returns None elsewhere)."""
-
-        @wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if self.is_main_process:
-                return function(*args, **kwargs)
-            return None
-
-        return wrapper  # type: ignore[return-value]
+        return self._only_on("is_main_process", function)
 
     def on_local_main_process(self, function: F) -> F:
-        @wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if self.is_local_main_process:
-                return function(*args, **kwargs)
-            return None
-
-        return wrapper  # type: ignore[return-value]
+        """Decorator: run ``function`` on each machine's main process only."""
+        return self._only_on("is_local_main_process", function)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         """``print`` on the local main process only."""
