@@ -16,12 +16,13 @@ from typing import Any
 
 import torch
 
-from .data import DataLoaderShard
+from . import collectives
+from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
 from .kwargs_handlers import KwargsHandler
 from .memory import release_memory
-from .ops import DeviceMover, convert_to_fp32
+from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
 from .plugins import get_plugin_manager
 from .scheduler import AcceleratedScheduler
@@ -75,7 +76,12 @@ class Accelerator:
         precision_options: options for the precision's plugin (``{"grad_scaler": {...}}``).
         kwargs_handlers: ``GradScalerKwargs`` / ``AutocastKwargs``, as in Hugging Face Accelerate.
         step_scheduler_with_optimizer: prepared schedulers step only when the optimizer did.
-        split_batches, even_batches: how distributed backends shard dataloaders.
+        split_batches: with several processes, split each batch between them (the batch size is
+            the global one) instead of giving each process whole batches.
+        even_batches: complete the last round of batches with samples from the start so every
+            process gets as many batches (``gather_for_metrics`` drops the repeats).
+        dispatch_batches: iterable datasets are read by the main process, which sends each
+            process its batches (the default for them; False is an error for them).
         timeout: process-group timeout for multi-process runs.
         project_dir: where checkpoints and logs go.
     """
@@ -93,6 +99,7 @@ class Accelerator:
         kwargs_handlers: Sequence[KwargsHandler] = (),
         step_scheduler_with_optimizer: bool = True,
         even_batches: bool = True,
+        dispatch_batches: bool | None = None,
         timeout: timedelta | None = None,
         project_dir: str | None = None,
     ) -> None:
@@ -101,6 +108,7 @@ class Accelerator:
         self.device_placement = device_placement
         self.split_batches = split_batches
         self.even_batches = even_batches
+        self.dispatch_batches = dispatch_batches
         self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
         self.project_dir = project_dir
         self.gradient_state = GradientState(steps)
@@ -236,8 +244,13 @@ class Accelerator:
                     model.to(self.device)
         for model in request.models:
             self._install_autocast(model)
+        loader_placement = [p for p, s in zip(placement, slots) if s and s[0] == "dataloader"]
+        request.dataloaders = [
+            self._prepare_dataloader(dl, place)
+            for dl, place in zip(request.dataloaders, loader_placement)
+        ]
         request = self._ask_backend_wrap(request)
-        prepared = self._wrap_training_objects(request, placement, slots)
+        prepared = self._wrap_training_objects(request)
         results = [
             obj if slot is None else getattr(prepared, slot[0] + "s")[slot[1]]
             for obj, slot in zip(args, slots)
@@ -310,9 +323,7 @@ class Accelerator:
         model.__dict__[ORIGINAL_FORWARD] = original
         model.forward = forward
 
-    def _wrap_training_objects(
-        self, request: PrepareRequest, placement: list[bool], slots: list[Any]
-    ) -> PrepareRequest:
+    def _wrap_training_objects(self, request: PrepareRequest) -> PrepareRequest:
         state = self.gradient_state
         optimizers = [
             AcceleratedOptimizer(opt, state, self._optimizer_step, self.scaler)
@@ -330,16 +341,23 @@ class Accelerator:
                     self.step_scheduler_with_optimizer,
                 )
             )
-        place_for_loader = [p for p, s in zip(placement, slots) if s and s[0] == "dataloader"]
-        dataloaders = [
-            DataLoaderShard(dl, state, self._place_batch if place else None)
-            for dl, place in zip(request.dataloaders, place_for_loader)
-        ]
         self._models.extend(request.models)
         self._optimizers.extend(optimizers)
         self._schedulers.extend(schedulers)
-        self._dataloaders.extend(dataloaders)
-        return PrepareRequest(request.models, optimizers, schedulers, dataloaders)
+        self._dataloaders.extend(request.dataloaders)
+        return PrepareRequest(request.models, optimizers, schedulers, request.dataloaders)
+
+    def _prepare_dataloader(self, dataloader: Any, place: bool) -> DataLoaderShard:
+        return prepare_data_loader(
+            dataloader,
+            self.num_processes,
+            self.process_index,
+            self.gradient_state,
+            self._place_batch if place else None,
+            split_batches=self.split_batches,
+            even_batches=self.even_batches,
+            dispatch_batches=self.dispatch_batches,
+        )
 
     def prepare_model(self, model: torch.nn.Module, device_placement: bool | None = None) -> Any:
         return self.prepare(
@@ -457,6 +475,39 @@ class Accelerator:
         if state is not None:
             return state
         return (self.unwrap_model(model) if unwrap else model).state_dict()
+
+    # ------------------------------------------------------------------ collectives
+
+    def gather(self, tensor: Any) -> Any:
+        """Concatenate every process's tensors (nested structures too) along dimension 0."""
+        return collectives.gather(tensor)
+
+    def gather_for_metrics(self, input_data: Any, use_gather_object: bool = False) -> Any:
+        """``gather``, minus the samples repeated to even out the last batch of the epoch.
+
+        Over a whole prepared evaluation loader the result holds exactly the dataset's samples,
+        in order. Non-tensor data (or ``use_gather_object=True``) is gathered as objects.
+        """
+        tensors = collectives.tensor_leaves(input_data)
+        as_objects = use_gather_object or not tensors
+        data = collectives.gather_object(input_data) if as_objects else self.gather(input_data)
+        loader = self.gradient_state.active_dataloader
+        real = loader.remainder if loader is not None and loader.end_of_dataloader else None
+        if real is None:
+            return data
+        if as_objects:
+            return data[:real]
+        return apply_to_tensors(lambda t: t[:real], data)
+
+    def reduce(self, tensor: Any, reduction: str = "sum", scale: float = 1.0) -> Any:
+        """Sum (or average, ``reduction="mean"``) every process's tensors."""
+        return collectives.reduce(tensor, reduction, scale)
+
+    def pad_across_processes(
+        self, tensor: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False
+    ) -> Any:
+        """Pad tensors along ``dim`` to the largest size any process has."""
+        return collectives.pad_across_processes(tensor, dim, pad_index, pad_first)
 
     # ------------------------------------------------------------------ processes
 

@@ -1,11 +1,32 @@
-"""Prepared dataloaders: batches placed on the device, end of epoch known one batch early."""
+"""Prepared dataloaders: each process's share, placed on the device, end of epoch known early.
+
+Map-style datasets are sharded by batch: the batch sampler is dealt out to the processes
+(``BatchSamplerShard``), and a shuffling sampler is replaced by one that draws the same order on
+every process from a seed the library owns. Iterable datasets are read by the main process only
+and their batches dispatched to the others (``dispatch_batches``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
+import torch
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler
+
+from .collectives import broadcast_object_list, tensor_leaves
+from .errors import ConfigurationError
 from .gradient_state import GradientState
+from .ops import apply_to_tensors
+from .samplers import BatchSamplerShard, SharedSeedRandomSampler
+
+# DataLoader arguments carried over when a loader is rebuilt around a new batch sampler.
+LOADER_SETTINGS = (
+    "num_workers", "collate_fn", "pin_memory", "timeout", "worker_init_fn",
+    "multiprocessing_context", "generator", "prefetch_factor", "persistent_workers",
+    "pin_memory_device", "in_order",
+)  # fmt: skip
 
 
 class DataLoaderShard:
@@ -16,7 +37,7 @@ class DataLoaderShard:
     it does not define (``dataset``, ``batch_size``, ``sampler``, ...) is the wrapped loader's.
 
     Args:
-        dataloader: the user's loader (or one a backend rebuilt for sharding).
+        dataloader: the loader to iterate (already sharded for this process, if needed).
         gradient_state: shared with the Accelerator.
         place: moves one batch to the device; ``None`` leaves batches where they are.
     """
@@ -33,13 +54,23 @@ class DataLoaderShard:
         self.end_of_dataloader = False
         self.iteration = 0
 
+    @property
+    def remainder(self) -> int | None:
+        """Real samples in the last global batch when the library padded it, else None."""
+        batch_sampler = getattr(self.base_dataloader, "batch_sampler", None)
+        return getattr(batch_sampler, "last_round_real", None)
+
+    def _batches(self) -> Iterator[Any]:
+        return iter(self.base_dataloader)
+
     def __iter__(self) -> Iterator[Any]:
         state = self.gradient_state
         place = self._place
         self.end_of_dataloader = False
+        self.set_epoch(self.iteration)
         state.enter_dataloader(self)
         try:
-            iterator = iter(self.base_dataloader)
+            iterator = self._batches()
             try:
                 current = next(iterator)
             except StopIteration:
@@ -58,7 +89,7 @@ class DataLoaderShard:
         return len(self.base_dataloader)
 
     def set_epoch(self, epoch: int) -> None:
-        """Forward the epoch to a sampler that reshuffles per epoch (``set_epoch``)."""
+        """Set the epoch (the shuffle order of a library-owned sampler depends on it)."""
         self.iteration = epoch
         for holder in (
             getattr(self.base_dataloader, "batch_sampler", None),
@@ -75,4 +106,153 @@ class DataLoaderShard:
         return getattr(self.base_dataloader, name)
 
     def __repr__(self) -> str:
-        return f"DataLoaderShard({self.base_dataloader!r})"
+        return f"{type(self).__name__}({self.base_dataloader!r})"
+
+
+class DataLoaderDispatcher(DataLoaderShard):
+    """For iterable datasets: the main process reads the loader and sends each process its batch.
+
+    Without ``split_batches`` each round reads one batch per process; with it, one batch split
+    into ``num_processes`` slices. With ``even_batches`` a short last round is completed by
+    repeating its batches (``remainder`` tells ``gather_for_metrics`` how many samples are real).
+    """
+
+    def __init__(
+        self,
+        dataloader: Any,
+        gradient_state: GradientState,
+        place: Callable[[Any], Any] | None,
+        num_processes: int,
+        process_index: int,
+        split_batches: bool = False,
+        even_batches: bool = True,
+    ) -> None:
+        super().__init__(dataloader, gradient_state, place)
+        self.num_processes = num_processes
+        self.process_index = process_index
+        self.split_batches = split_batches
+        self.even_batches = even_batches
+        self._remainder: int | None = None
+
+    @property
+    def remainder(self) -> int | None:
+        return self._remainder
+
+    def _round(self, iterator: Iterator[Any]) -> list[Any] | None:
+        """On the main process: one batch per process, or None when the epoch is over."""
+        world = self.num_processes
+        if self.split_batches:
+            batch = next(iterator, None)
+            if batch is None:
+                return None
+            return [_slice_batch(batch, rank, world) for rank in range(world)]
+        batches = list(islice(iterator, world))
+        if not batches:
+            return None
+        if len(batches) < world:
+            if not self.even_batches:
+                return batches + [None] * (world - len(batches))
+            real = sum(_batch_length(b) for b in batches)
+            batches = batches + [batches[i % len(batches)] for i in range(world - len(batches))]
+            return [("padded", real, b) for b in batches]
+        return batches
+
+    def _batches(self) -> Iterator[Any]:
+        self._remainder = None
+        iterator = iter(self.base_dataloader) if self.process_index == 0 else None
+        while True:
+            payloads: list[Any] = [None]
+            if self.process_index == 0:
+                payloads = [self._round(iterator)]
+            broadcast_object_list(payloads, from_process=0)
+            group = payloads[0]
+            if group is None:
+                return
+            mine = group[self.process_index]
+            if isinstance(mine, tuple) and len(mine) == 3 and mine[0] == "padded":
+                self._remainder = mine[1]
+                mine = mine[2]
+            if mine is None:
+                continue  # uneven end without padding: this process has no batch this round
+            yield mine
+
+
+def _batch_length(batch: Any) -> int:
+    leaves = tensor_leaves(batch)
+    return int(leaves[0].shape[0]) if leaves and leaves[0].dim() else 1
+
+
+def _slice_batch(batch: Any, rank: int, world: int) -> Any:
+    return apply_to_tensors(lambda t: torch.tensor_split(t, world)[rank], batch)
+
+
+def shared_seed(generator: torch.Generator | None, num_processes: int) -> int:
+    """A shuffle seed drawn once (from the user's generator, else torch's default, which
+    ``set_seed`` controls) and the same on every process (the main process's)."""
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    if num_processes > 1:
+        seed = broadcast_object_list([seed], from_process=0)[0]
+    return seed
+
+
+def _library_shuffled(batch_sampler: Any, dataset: Any, num_processes: int) -> Any:
+    """The same batches, but shuffled by a sampler the library owns (same order on every rank)."""
+    if type(batch_sampler) is not BatchSampler or type(batch_sampler.sampler) is not RandomSampler:
+        return batch_sampler
+    sampler = batch_sampler.sampler
+    if sampler.replacement or sampler._num_samples is not None:
+        return batch_sampler
+    seed = shared_seed(sampler.generator, num_processes)
+    return BatchSampler(
+        SharedSeedRandomSampler(len(dataset), seed), batch_sampler.batch_size,
+        batch_sampler.drop_last,
+    )  # fmt: skip
+
+
+def prepare_data_loader(
+    dataloader: DataLoader,
+    num_processes: int,
+    process_index: int,
+    gradient_state: GradientState,
+    place: Callable[[Any], Any] | None,
+    split_batches: bool = False,
+    even_batches: bool = True,
+    dispatch_batches: bool | None = None,
+) -> DataLoaderShard:
+    """Return this process's share of ``dataloader`` as a prepared loader."""
+    dataset = dataloader.dataset
+    if isinstance(dataset, IterableDataset):
+        if num_processes == 1:
+            return DataLoaderShard(dataloader, gradient_state, place)
+        if dispatch_batches is False:
+            raise ConfigurationError(
+                "an IterableDataset cannot be sharded by sampler; keep dispatch_batches=True "
+                "(the main process reads it and sends each process its batches) or shard the "
+                "stream yourself and pass a map-style dataset"
+            )
+        return DataLoaderDispatcher(
+            dataloader, gradient_state, place, num_processes, process_index, split_batches,
+            even_batches,
+        )  # fmt: skip
+    batch_sampler = dataloader.batch_sampler
+    if batch_sampler is None:
+        raise ConfigurationError(
+            "prepare() needs a DataLoader that batches (batch_size=None turns batching off); "
+            "give it a batch_size or a batch_sampler"
+        )
+    new_sampler = _library_shuffled(batch_sampler, dataset, num_processes)
+    if num_processes > 1:
+        new_sampler = BatchSamplerShard(
+            new_sampler, num_processes, process_index, split_batches, even_batches
+        )
+    if new_sampler is batch_sampler:
+        return DataLoaderShard(dataloader, gradient_state, place)
+    settings = {k: getattr(dataloader, k) for k in LOADER_SETTINGS if hasattr(dataloader, k)}
+    if settings.get("num_workers", 0) == 0:
+        settings.pop("prefetch_factor", None)
+        settings["persistent_workers"] = False
+    rebuilt = DataLoader(dataset, batch_sampler=new_sampler, **settings)
+    return DataLoaderShard(rebuilt, gradient_state, place)
+
+
+__all__ = ["DataLoaderDispatcher", "DataLoaderShard", "prepare_data_loader"]

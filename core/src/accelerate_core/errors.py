@@ -25,3 +25,7 @@ class ConfigurationError(AccelerateCoreError, ValueError):
 
 class EnvironmentDetectionError(AccelerateCoreError, RuntimeError):
     """The launch environment is incomplete or contradictory (never guessed around)."""
+
+
+class CollectiveError(AccelerateCoreError, RuntimeError):
+    """A collective failed: a process never reached it (timeout), crashed, or passed bad input."""

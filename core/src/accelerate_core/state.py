@@ -8,6 +8,7 @@ processes the state never falls back to one.
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -180,6 +181,7 @@ class PartialState:
             world_size=env.world_size,
             timeout=self.timeout,
         )
+        atexit.register(_destroy_process_group)
 
     # ------------------------------------------------------------------ identity
 
@@ -372,12 +374,17 @@ def select_precision(name: str) -> Registered:
     )
 
 
+def _destroy_process_group() -> None:
+    """Tear down the process group this library created (at exit, if the script did not)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def reset_state(destroy_process_group: bool = True) -> None:
     """Forget the process state (tests); optionally tear down the process group too."""
     if destroy_process_group:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        _destroy_process_group()
     AcceleratorState._reset_state()
     PartialState._reset_state()

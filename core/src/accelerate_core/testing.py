@@ -4,15 +4,24 @@
   and none of the launcher variables of the surrounding shell.
 * ``make_distribution``: writes a real installed distribution (``*.dist-info`` with entry points
   and modules) into a temporary directory on ``sys.path``, for plugin discovery tests.
+* ``run_distributed(fn, nprocs=2)``: runs a module-level function under ``torchrun`` (real
+  processes, gloo on CPU) and returns each rank's result, or raises with the failing rank's
+  traceback. A run that hangs is killed after ``timeout`` seconds.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import pickle
+import signal
+import subprocess
 import sys
+import tempfile
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -90,3 +99,105 @@ def make_distribution(
     yield make
     for module in created:
         sys.modules.pop(module, None)
+
+
+WORKER = """
+import importlib, os, pickle, sys, traceback
+sys.path[:0] = {paths!r}
+out_dir = sys.argv[1]
+rank = int(os.environ["RANK"])
+try:
+    with open(os.path.join(out_dir, "call.pkl"), "rb") as f:
+        module_name, qualname, args, kwargs = pickle.load(f)
+    function = getattr(importlib.import_module(module_name), qualname)
+    record = ("ok", function(*args, **kwargs), None)
+except BaseException as exc:  # reported to the parent, which decides
+    record = ("error", f"{{type(exc).__name__}}: {{exc}}", traceback.format_exc())
+with open(os.path.join(out_dir, f"rank{{rank}}.pkl"), "wb") as f:
+    pickle.dump(record, f)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)  # skip interpreter teardown: a broken process group must not hang the exit
+"""
+
+
+@dataclass
+class RankResult:
+    """What one rank's function returned, or the error it raised."""
+
+    rank: int
+    ok: bool
+    value: object = None
+    error: str | None = None
+    traceback: str | None = None
+
+
+class DistributedRunError(AssertionError):
+    """A rank failed (or the run timed out); the message carries every rank's traceback."""
+
+
+def run_distributed(
+    function: Callable[..., object],
+    *args: object,
+    nprocs: int = 2,
+    timeout: float = 120.0,
+    allow_errors: bool = False,
+    env: dict[str, str] | None = None,
+    launcher_args: Sequence[str] = (),
+    **kwargs: object,
+) -> list:
+    """Run ``function(*args, **kwargs)`` on ``nprocs`` torchrun processes; return each rank's.
+
+    ``function`` must be importable by module and name (a module-level function of a test module
+    works). With ``allow_errors`` the ``RankResult`` records are returned instead of raising.
+    """
+    source = os.path.abspath(inspect.getfile(function))
+    module_name = inspect.getmodule(function).__name__
+    if module_name == "__main__":  # a script: import it by its file name instead
+        module_name = os.path.splitext(os.path.basename(source))[0]
+    paths = [os.path.dirname(source), *sys.path]
+    with tempfile.TemporaryDirectory(prefix="accel-dist-") as out_dir:
+        script = os.path.join(out_dir, "worker.py")
+        with open(script, "w") as f:
+            f.write(WORKER.format(paths=paths))
+        with open(os.path.join(out_dir, "call.pkl"), "wb") as f:
+            pickle.dump((module_name, function.__qualname__, args, kwargs), f)
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={nprocs}", *launcher_args, script, out_dir,
+        ]  # fmt: skip
+        child_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+        process = subprocess.Popen(
+            command, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            raise DistributedRunError(
+                f"{function.__qualname__} did not finish within {timeout}s on {nprocs} "
+                f"processes (killed). Output:\n{output[-4000:]}"
+            ) from None
+        results = []
+        for rank in range(nprocs):
+            path = os.path.join(out_dir, f"rank{rank}.pkl")
+            if not os.path.exists(path):
+                raise DistributedRunError(
+                    f"rank {rank} of {function.__qualname__} wrote no result (exit code "
+                    f"{process.returncode}). Output:\n{output[-4000:]}"
+                )
+            with open(path, "rb") as f:
+                status, value, trace = pickle.load(f)
+            if status == "ok":
+                results.append(RankResult(rank, True, value))
+            else:
+                results.append(RankResult(rank, False, None, value, trace))
+    if allow_errors:
+        return results
+    failed = [r for r in results if not r.ok]
+    if failed:
+        report = "\n".join(f"--- rank {r.rank}: {r.error}\n{r.traceback}" for r in failed)
+        raise DistributedRunError(f"{len(failed)} rank(s) failed:\n{report}")
+    return [r.value for r in results]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from . import env
+from . import env, memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"accelerate-core {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     env.register(commands)
+    memory.register(commands)
     return parser
 
 

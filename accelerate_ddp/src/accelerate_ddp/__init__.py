@@ -1,0 +1,3 @@
+"""accelerate-ddp: the DistributedDataParallel backend of accelerate-core."""
+
+__version__ = "0.1.0"

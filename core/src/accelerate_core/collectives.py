@@ -1,0 +1,222 @@
+"""Collectives across processes: gather, reduce, broadcast, padding.
+
+Every function works on nested structures (dicts, lists, tuples, namedtuples, dataclasses of
+tensors) and is a no-op with one process. Before moving tensors, ranks exchange the shapes and
+dtypes of what they pass, so tensors of different lengths are padded and trimmed internally, and a
+mismatch that cannot be gathered is the same clear error on every rank: never a hang, never rows
+of one rank handed to another. A rank that never arrives makes the others raise
+``CollectiveError`` naming the operation once the process-group timeout passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from .errors import CollectiveError
+from .ops import apply_to_tensors
+
+T = TypeVar("T")
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def run_collective(name: str, call: Callable[[], T]) -> T:
+    """Run one torch.distributed call; a timeout or a lost peer becomes a ``CollectiveError``."""
+    try:
+        return call()
+    except CollectiveError:
+        raise
+    except (RuntimeError, ValueError) as exc:  # DistBackendError/DistNetworkError are RuntimeErrors
+        rank, world = _world()
+        raise CollectiveError(
+            f"{name} failed on rank {rank} of {world}: another process did not reach this "
+            f"{name} within the process-group timeout, or exited. Check the other ranks' output "
+            f"(a crash, a hang, or a code path that skips the {name}). Cause: {exc}"
+        ) from exc
+
+
+def tensor_leaves(obj: Any) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+
+    def collect(tensor: torch.Tensor) -> torch.Tensor:
+        found.append(tensor)
+        return tensor
+
+    apply_to_tensors(collect, obj)
+    return found
+
+
+def _rebuild(obj: Any, replacements: list[Any]) -> Any:
+    iterator = iter(replacements)
+    return apply_to_tensors(lambda _: next(iterator), obj)
+
+
+def _signature(tensors: list[torch.Tensor]) -> list[tuple[tuple[int, ...], str]]:
+    return [(tuple(t.shape), str(t.dtype)) for t in tensors]
+
+
+def _exchange_signatures(name: str, obj: Any) -> tuple[list[torch.Tensor], list[list[Any]]]:
+    """This rank's tensors and every rank's signature; mismatched structures raise everywhere."""
+    tensors = tensor_leaves(obj)
+    _, world = _world()
+    signatures: list[Any] = [None] * world
+    mine = _signature(tensors)
+    run_collective(name, lambda: dist.all_gather_object(signatures, mine))
+    counts = {len(s) for s in signatures}
+    if len(counts) > 1:
+        described = ", ".join(f"rank {r}: {len(s)}" for r, s in enumerate(signatures))
+        raise CollectiveError(
+            f"{name}: processes passed different structures (tensors per rank: {described}); "
+            "pass the same nesting of tensors on every process"
+        )
+    return tensors, signatures
+
+
+def _check_trailing(name: str, signatures: list[list[Any]], index: int) -> None:
+    reference_shape, reference_dtype = signatures[0][index]
+    for rank, signature in enumerate(signatures):
+        shape, dtype = signature[index]
+        if (
+            dtype != reference_dtype
+            or len(shape) != len(reference_shape)
+            or (len(shape) > 1 and shape[1:] != reference_shape[1:])
+        ):
+            raise CollectiveError(
+                f"{name}: rank {rank} passed a tensor of shape {shape} and {dtype} where rank 0 "
+                f"passed {reference_shape} and {reference_dtype}; tensors may differ only in "
+                "their first dimension (use pad_across_processes for other dimensions)"
+            )
+
+
+def _all_gather_padded(name: str, tensor: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+    """All-gather tensors whose first dimensions are ``lengths``; returns them trimmed."""
+    longest = max(lengths)
+    if tensor.shape[0] < longest:
+        pad = tensor.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))
+        tensor = torch.cat([tensor, pad])
+    # Moved as raw bytes: every dtype (bool, bf16, fp8...) travels on every process-group backend.
+    flat = tensor.contiguous().reshape(longest, -1)
+    wire = flat.view(torch.uint8) if flat.numel() else flat.to(torch.uint8)
+    received = [torch.empty_like(wire) for _ in lengths]
+    run_collective(name, lambda: dist.all_gather(received, wire))
+    return [
+        (r.view(tensor.dtype) if r.numel() else r.to(tensor.dtype)).reshape(tensor.shape)[:n]
+        for r, n in zip(received, lengths)
+    ]
+
+
+def gather(obj: Any) -> Any:
+    """Concatenate every process's tensors along the first dimension, in rank order.
+
+    0-dim tensors are treated as one-element vectors. Ranks may pass different lengths.
+    """
+    _, world = _world()
+    if world == 1:
+        return obj
+    tensors, signatures = _exchange_signatures("gather", obj)
+    gathered = []
+    for index, tensor in enumerate(tensors):
+        _check_trailing("gather", signatures, index)
+        if tensor.dim() == 0:
+            tensor = tensor.reshape(1)
+        lengths = [s[index][0][0] if s[index][0] else 1 for s in signatures]
+        gathered.append(torch.cat(_all_gather_padded("gather", tensor, lengths)))
+    return _rebuild(obj, gathered)
+
+
+def gather_object(obj: Any) -> list[Any]:
+    """Every process's (picklable) ``obj``; lists are concatenated, other objects listed."""
+    _, world = _world()
+    if world == 1:
+        return list(obj) if isinstance(obj, list) else [obj]
+    received: list[Any] = [None] * world
+    run_collective("gather_object", lambda: dist.all_gather_object(received, obj))
+    if all(isinstance(r, list) for r in received):
+        return [item for r in received for item in r]
+    return received
+
+
+def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0) -> Any:
+    """Sum or average every process's tensors (same shapes everywhere), times ``scale``."""
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduce: reduction must be 'sum' or 'mean', got {reduction!r}")
+    _, world = _world()
+    if world == 1:
+        return obj if scale == 1.0 else apply_to_tensors(lambda t: t * scale, obj)
+    tensors, signatures = _exchange_signatures("reduce", obj)
+    reduced = []
+    for index, tensor in enumerate(tensors):
+        if any(s[index] != signatures[0][index] for s in signatures):
+            shapes = ", ".join(f"rank {r}: {s[index]}" for r, s in enumerate(signatures))
+            raise CollectiveError(f"reduce: tensors must match on every process ({shapes})")
+        work = tensor.detach().clone()
+        if work.dtype in (torch.bfloat16, torch.float16, torch.bool):
+            work = work.float()  # gloo cannot reduce these; reduce in fp32 and cast back
+        run_collective("reduce", lambda w=work: dist.all_reduce(w))
+        if reduction == "mean":
+            work = work / world
+        reduced.append((work * scale if scale != 1.0 else work).to(tensor.dtype))
+    return _rebuild(obj, reduced)
+
+
+def broadcast(obj: Any, from_process: int = 0) -> Any:
+    """Every process gets ``from_process``'s tensors (shapes must match everywhere)."""
+    _, world = _world()
+    if world == 1:
+        return obj
+    tensors, signatures = _exchange_signatures("broadcast", obj)
+    out = []
+    for index, tensor in enumerate(tensors):
+        if any(s[index] != signatures[from_process][index] for s in signatures):
+            shapes = ", ".join(f"rank {r}: {s[index]}" for r, s in enumerate(signatures))
+            raise CollectiveError(
+                f"broadcast: every process must pass a tensor of the source's shape ({shapes})"
+            )
+        work = tensor.detach().clone().contiguous()
+        run_collective("broadcast", lambda w=work: dist.broadcast(w, src=from_process))
+        out.append(work)
+    return _rebuild(obj, out)
+
+
+def broadcast_object_list(objects: list[Any], from_process: int = 0) -> list[Any]:
+    """Replace ``objects``' items in place with ``from_process``'s (picklable) items."""
+    _, world = _world()
+    if world > 1:
+        run_collective(
+            "broadcast_object_list", lambda: dist.broadcast_object_list(objects, src=from_process)
+        )
+    return objects
+
+
+def pad_across_processes(
+    obj: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False
+) -> Any:
+    """Pad each tensor along ``dim`` to the longest size any process has there."""
+    _, world = _world()
+    if world == 1:
+        return obj
+    tensors, signatures = _exchange_signatures("pad_across_processes", obj)
+    padded = []
+    for index, tensor in enumerate(tensors):
+        if tensor.dim() == 0:
+            padded.append(tensor)
+            continue
+        axis = dim % tensor.dim()
+        longest = max(s[index][0][axis] for s in signatures)
+        if tensor.shape[axis] == longest:
+            padded.append(tensor)
+            continue
+        shape = list(tensor.shape)
+        shape[axis] = longest - tensor.shape[axis]
+        filler = tensor.new_full(shape, pad_index)
+        parts = [filler, tensor] if pad_first else [tensor, filler]
+        padded.append(torch.cat(parts, dim=axis))
+    return _rebuild(obj, padded)
