@@ -157,10 +157,8 @@ def converted_layer_count(model: torch.nn.Module) -> int:
     return conversion_report(model).count
 
 
-def replace_submodule(
-    root: torch.nn.Module, name: str, new: torch.nn.Module
-) -> torch.nn.Module:
-    """Put ``new`` at ``name`` inside ``root``; returns the root (``new`` itself when ``name`` is "")."""
+def replace_submodule(root: torch.nn.Module, name: str, new: torch.nn.Module) -> torch.nn.Module:
+    """Put ``new`` at ``name`` in ``root``; returns the root (``new`` itself when name is "")."""
     if name == "":
         return new
     parent_name, _, leaf = name.rpartition(".")

@@ -16,6 +16,7 @@ from dataclasses import replace as _replace
 from typing import Any
 
 import torch
+
 from accelerate_core.errors import ConfigurationError
 
 RECIPE_KEY = "fp8"
