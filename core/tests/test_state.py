@@ -96,7 +96,7 @@ def test_incomplete_launch_environment_is_an_error_not_one_process(environ, mess
         detect_environment(environ)
 
 
-def test_several_processes_without_a_distributed_backend_never_fall_back(monkeypatch):
+def test_several_processes_without_a_distributed_backend_never_fall_back(core_only, monkeypatch):
     for key, value in TORCHRUN_2.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(PluginNotInstalledError) as info:

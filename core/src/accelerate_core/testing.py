@@ -62,6 +62,13 @@ def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_plugin_manager()
 
 
+@pytest.fixture
+def core_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Behave as if only accelerate-core were installed (the real autoload switch)."""
+    monkeypatch.setenv("ACCELERATE_CORE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    reset_plugin_manager()
+
+
 DistributionFactory = Callable[..., Path]
 
 
