@@ -1,4 +1,4 @@
-"""2 real processes (torchrun, gloo): training through ``ddp`` equals hand-written DDP, bit for bit."""
+"""2 real processes (torchrun, gloo): training through ddp equals hand-written DDP bit for bit."""
 
 from __future__ import annotations
 

@@ -3,8 +3,17 @@
 __version__ = "0.1.0"
 
 from .accelerator import Accelerator
+from .collectives import (
+    broadcast,
+    broadcast_object_list,
+    gather,
+    gather_object,
+    pad_across_processes,
+    reduce,
+)
 from .errors import (
     AccelerateCoreError,
+    CollectiveError,
     ConfigurationError,
     EnvironmentDetectionError,
     PluginConflictError,
@@ -14,6 +23,7 @@ from .errors import (
 from .hookspecs import hookimpl
 from .kwargs_handlers import AutocastKwargs, GradScalerKwargs
 from .memory import release_memory
+from .memory_tracker import MemoryTracker, track_memory
 from .ops import send_to_device
 from .seeding import set_seed
 from .specs import (
@@ -32,11 +42,13 @@ __all__ = [
     "AcceleratorState",
     "AutocastKwargs",
     "BackendSpec",
+    "CollectiveError",
     "ConfigurationError",
     "DeviceSpec",
     "EnvironmentDetectionError",
     "EnvironmentInfo",
     "GradScalerKwargs",
+    "MemoryTracker",
     "PartialState",
     "PluginConflictError",
     "PluginContext",
@@ -45,8 +57,15 @@ __all__ = [
     "PrecisionSpec",
     "PrepareRequest",
     "__version__",
+    "broadcast",
+    "broadcast_object_list",
+    "gather",
+    "gather_object",
     "hookimpl",
+    "pad_across_processes",
+    "reduce",
     "release_memory",
     "send_to_device",
     "set_seed",
+    "track_memory",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -22,12 +23,13 @@ from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
 from .kwargs_handlers import KwargsHandler
 from .memory import release_memory
+from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
 from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
 from .plugins import get_plugin_manager
 from .scheduler import AcceleratedScheduler
 from .specs import PluginContext, PrepareRequest
-from .state import AcceleratorState, PartialState
+from .state import AcceleratorState, PartialState, teardown_process_group
 
 KINDS = ("model", "optimizer", "scheduler", "dataloader")
 ACCEPTED_TYPES = (
@@ -84,6 +86,8 @@ class Accelerator:
             process its batches (the default for them; False is an error for them).
         timeout: process-group timeout for multi-process runs.
         project_dir: where checkpoints and logs go.
+        track_memory: sample this rank's memory into a run directory (``True``:
+            ``project_dir/memory``); see ``track_memory`` and ``accel memory plot``.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class Accelerator:
         dispatch_batches: bool | None = None,
         timeout: timedelta | None = None,
         project_dir: str | None = None,
+        track_memory: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         steps = _check_accumulation_steps(gradient_accumulation_steps)
         self.state = AcceleratorState(mixed_precision, cpu=cpu, backend=backend, timeout=timeout)
@@ -125,6 +130,9 @@ class Accelerator:
         self._optimizers: list[AcceleratedOptimizer] = []
         self._schedulers: list[AcceleratedScheduler] = []
         self._dataloaders: list[DataLoaderShard] = []
+        self.memory_tracker: MemoryTracker | None = None
+        if track_memory:
+            self.track_memory(None if track_memory is True else track_memory)
 
     def _resolve_plugin_callables(self) -> None:
         """Ask the owning plugins once; the per-step path only calls what they returned."""
@@ -548,14 +556,40 @@ class Accelerator:
         self.gradient_state.step = 0
         return release_memory(*objects)
 
-    def end_training(self) -> None:
-        """Wait for every process, then tear down the process group (if this run made one)."""
-        self.wait_for_everyone()
-        if self.num_processes > 1:
-            import torch.distributed as dist
+    def track_memory(
+        self,
+        run_dir: str | os.PathLike[str] | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        **kwargs: Any,
+    ) -> MemoryTracker:
+        """Sample this rank's CPU and device memory into ``RUN_DIR/memory-rank{N}.json``.
 
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        Default ``run_dir``: ``project_dir/memory``. Stopped by ``end_training()`` or
+        ``accelerator.memory_tracker.stop()``; read it with ``accel memory plot|summary``.
+        """
+        if self.memory_tracker is not None and self.memory_tracker.running:
+            raise ConfigurationError(
+                "memory tracking is already running; call accelerator.memory_tracker.stop() first"
+            )
+        if run_dir is None:
+            run_dir = os.path.join(self.project_dir or ".", "memory")
+        self.memory_tracker = MemoryTracker(
+            run_dir,
+            interval,
+            rank=self.process_index,
+            world_size=self.num_processes,
+            device=self.device,
+            device_owner=self.state.device_owner,
+            **kwargs,
+        ).start()
+        return self.memory_tracker
+
+    def end_training(self) -> None:
+        """Stop memory tracking, wait for every process, then tear down the process group."""
+        if self.memory_tracker is not None:
+            self.memory_tracker.stop()
+        self.wait_for_everyone()
+        teardown_process_group()
 
     def __repr__(self) -> str:
         return (

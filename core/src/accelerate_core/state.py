@@ -181,7 +181,7 @@ class PartialState:
             world_size=env.world_size,
             timeout=self.timeout,
         )
-        atexit.register(_destroy_process_group)
+        atexit.register(teardown_process_group)
 
     # ------------------------------------------------------------------ identity
 
@@ -374,7 +374,7 @@ def select_precision(name: str) -> Registered:
     )
 
 
-def _destroy_process_group() -> None:
+def teardown_process_group() -> None:
     """Tear down the process group this library created (at exit, if the script did not)."""
     import torch.distributed as dist
 
@@ -385,6 +385,6 @@ def _destroy_process_group() -> None:
 def reset_state(destroy_process_group: bool = True) -> None:
     """Forget the process state (tests); optionally tear down the process group too."""
     if destroy_process_group:
-        _destroy_process_group()
+        teardown_process_group()
     AcceleratorState._reset_state()
     PartialState._reset_state()
