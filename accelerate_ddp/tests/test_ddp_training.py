@@ -177,3 +177,43 @@ def test_two_processes_without_a_distributed_backend_fail_on_every_rank():
             result.error
         )
         assert "pip install accelerate-ddp" in result.error
+
+
+def uneven_epoch() -> dict[str, object]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from accelerate_core import Accelerator, ConfigurationError
+
+    accelerator = Accelerator(cpu=True, even_batches=False)
+    model, optimizer, _, inputs, targets = build()
+    loader = DataLoader(TensorDataset(inputs, targets), batch_size=BATCH)  # 23 batches: 12 + 11
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    out: dict[str, object] = {}
+    try:
+        for _ in loader:
+            pass
+    except ConfigurationError as exc:
+        out["refused"] = str(exc)
+    with torch.no_grad():
+        out["eval_batches"] = sum(1 for _ in loader)  # evaluation needs no join
+    steps = 0
+    with accelerator.join_uneven_inputs([model]):
+        for x, y in loader:
+            accelerator.backward(torch.nn.functional.mse_loss(model(x), y))
+            optimizer.step()
+            optimizer.zero_grad()
+            steps += 1
+    out["steps"] = steps
+    out["weights"] = accelerator.unwrap_model(model).state_dict()
+    return out
+
+
+def test_uneven_batches_are_refused_without_join_and_train_with_it():
+    results = run_distributed(uneven_epoch)
+    for out in results:
+        assert "different numbers of batches (12, 11)" in out["refused"]
+        assert "accelerator.join_uneven_inputs([model])" in out["refused"]
+    assert [out["eval_batches"] for out in results] == [12, 11]
+    assert [out["steps"] for out in results] == [12, 11]
+    for name, tensor in results[0]["weights"].items():
+        assert torch.equal(tensor, results[1]["weights"][name])  # still in sync after Join

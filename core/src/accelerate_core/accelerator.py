@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import torch
+from torch.distributed.algorithms.join import Join, Joinable
 
 from . import collectives
 from .data import DataLoaderShard, prepare_data_loader
@@ -350,6 +351,7 @@ class Accelerator:
                 )
             )
         self._models.extend(request.models)
+        self.gradient_state.has_joinable_models = any(isinstance(m, Joinable) for m in self._models)
         self._optimizers.extend(optimizers)
         self._schedulers.extend(schedulers)
         self._dataloaders.extend(request.dataloaders)
@@ -453,6 +455,25 @@ class Accelerator:
     def autocast(self) -> AbstractContextManager:
         """The precision's autocast for code outside the prepared model's forward (the loss)."""
         return contextlib.nullcontext() if self._autocast is None else self._autocast()
+
+    @contextlib.contextmanager
+    def join_uneven_inputs(self, joinables: Sequence[Any]) -> Iterator[None]:
+        """Train on uneven per-process batch counts (``even_batches=False``) without hanging.
+
+        Uses torch's ``Join``: a process that runs out of batches shadows the collectives of the
+        others (for DDP, the gradient all-reduce) until every process is done. With one
+        process, or models that do not synchronise, it does nothing.
+        """
+        joinable = [j for j in joinables if isinstance(j, Joinable)]
+        if self.num_processes == 1 or not joinable:
+            yield
+            return
+        self.gradient_state.joined = True
+        try:
+            with Join(joinable):
+                yield
+        finally:
+            self.gradient_state.joined = False
 
     # ------------------------------------------------------------------ models
 

@@ -63,10 +63,26 @@ class DataLoaderShard:
     def _batches(self) -> Iterator[Any]:
         return iter(self.base_dataloader)
 
+    def _check_uneven_end(self) -> None:
+        """Refuse (on every process alike) an epoch that would hang a synchronising model."""
+        state = self.gradient_state
+        counts = getattr(self.base_dataloader.batch_sampler, "batch_counts", None)
+        if counts is None or len(set(counts)) == 1 or state.joined:
+            return
+        if state.has_joinable_models and torch.is_grad_enabled():
+            raise ConfigurationError(
+                f"even_batches=False gives the processes different numbers of batches "
+                f"({', '.join(map(str, counts))}); training on them would hang the processes "
+                "that finish first. Wrap the loop in "
+                "`with accelerator.join_uneven_inputs([model]):`, or keep even_batches=True "
+                "(evaluation under torch.no_grad() is fine)"
+            )
+
     def __iter__(self) -> Iterator[Any]:
         state = self.gradient_state
         place = self._place
         self.end_of_dataloader = False
+        self._check_uneven_end()
         self.set_epoch(self.iteration)
         state.enter_dataloader(self)
         try:

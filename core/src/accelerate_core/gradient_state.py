@@ -13,7 +13,15 @@ class GradientState:
     iterated decides ``end_of_dataloader``.
     """
 
-    __slots__ = ("_dataloaders", "num_steps", "step", "sync_gradients", "sync_with_dataloader")
+    __slots__ = (
+        "_dataloaders",
+        "has_joinable_models",
+        "joined",
+        "num_steps",
+        "step",
+        "sync_gradients",
+        "sync_with_dataloader",
+    )
 
     def __init__(self, num_steps: int = 1, sync_with_dataloader: bool = True) -> None:
         self.num_steps = num_steps
@@ -21,6 +29,10 @@ class GradientState:
         self.step = 0
         self.sync_gradients = True
         self._dataloaders: list[Any] = []
+        # Uneven batch counts: a model that synchronises in backward (a torch ``Joinable``)
+        # would wait forever for a process that ran out of batches, unless inside ``Join``.
+        self.has_joinable_models = False
+        self.joined = False
 
     @property
     def end_of_dataloader(self) -> bool:

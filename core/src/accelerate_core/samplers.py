@@ -94,7 +94,15 @@ class BatchSamplerShard(torch.utils.data.Sampler[list[int]]):
                 set_epoch(epoch)
                 return
 
+    @property
+    def batch_counts(self) -> list[int]:
+        """How many batches each process gets this epoch (the same answer on every process)."""
+        return [self._length_for(rank) for rank in range(self.num_processes)]
+
     def __len__(self) -> int:
+        return self._length_for(self.process_index)
+
+    def _length_for(self, process_index: int) -> int:
         batches = len(self.batch_sampler)
         if self.split_batches:
             return batches
@@ -103,7 +111,7 @@ class BatchSamplerShard(torch.utils.data.Sampler[list[int]]):
         if self.even_batches:
             return -(-batches // self.num_processes)
         return batches // self.num_processes + (
-            1 if self.process_index < batches % self.num_processes else 0
+            1 if process_index < batches % self.num_processes else 0
         )
 
     def __iter__(self) -> Iterator[list[int]]:

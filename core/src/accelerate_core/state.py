@@ -220,8 +220,10 @@ class PartialState:
         if self.num_processes > 1:
             import torch.distributed as dist
 
+            from .collectives import run_collective
+
             if dist.is_initialized():
-                dist.barrier()
+                run_collective("wait_for_everyone", dist.barrier)
 
     @contextmanager
     def _goes_first(self, first: bool) -> Iterator[None]:
