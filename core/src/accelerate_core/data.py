@@ -53,6 +53,8 @@ class DataLoaderShard:
         self._place = place
         self.end_of_dataloader = False
         self.iteration = 0
+        self.batches_yielded = 0  # in the current pass: the position a checkpoint saves
+        self._skip = 0  # batches to skip at the start of the next pass (resume)
 
     @property
     def remainder(self) -> int | None:
@@ -60,8 +62,15 @@ class DataLoaderShard:
         batch_sampler = getattr(self.base_dataloader, "batch_sampler", None)
         return getattr(batch_sampler, "last_round_real", None)
 
-    def _batches(self) -> Iterator[Any]:
-        return iter(self.base_dataloader)
+    def _batches(self, skip: int = 0) -> Iterator[Any]:
+        loader = self.base_dataloader
+        if skip and isinstance(loader, DataLoader) and loader.batch_sampler is not None:
+            # Skip by index: the skipped batches are never loaded.
+            return iter(_rebuild(loader, SkipBatches(loader.batch_sampler, skip)))
+        iterator = iter(loader)
+        for _ in range(skip):
+            next(iterator, None)
+        return iterator
 
     def _check_uneven_end(self) -> None:
         """Refuse (on every process alike) an epoch that would hang a synchronising model."""
@@ -84,22 +93,56 @@ class DataLoaderShard:
         self.end_of_dataloader = False
         self._check_uneven_end()
         self.set_epoch(self.iteration)
+        skip, self._skip = self._skip, 0
+        self.batches_yielded = skip
         state.enter_dataloader(self)
         try:
-            iterator = self._batches()
+            # A resumed pass must leave the RNG as the uninterrupted run had it after fetching
+            # this batch: creating a DataLoader iterator draws a seed from torch's RNG.
+            rng = torch.get_rng_state() if skip else None
+            iterator = self._batches(skip)
             try:
                 current = next(iterator)
             except StopIteration:
                 return
+            finally:
+                if rng is not None:
+                    torch.set_rng_state(rng)
             for upcoming in iterator:
+                self.batches_yielded += 1
                 yield current if place is None else place(current)
                 current = upcoming
             self.end_of_dataloader = True
+            self.batches_yielded += 1
             yield current if place is None else place(current)
         finally:
             state.exit_dataloader(self)
             self.end_of_dataloader = False
             self.iteration += 1
+            self.batches_yielded = 0
+
+    def skip_batches(self, count: int) -> DataLoaderShard:
+        """Start the next pass at batch ``count`` of the current epoch (resume)."""
+        if count < 0:
+            raise ValueError(f"cannot skip {count} batches")
+        self._skip = count
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the epoch and the library sampler's seed: what an exact resume needs."""
+        sampler = library_sampler(self.base_dataloader)
+        return {
+            "iteration": self.iteration,
+            "batches_yielded": self.batches_yielded,
+            "sampler": sampler.state_dict() if sampler is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sampler = library_sampler(self.base_dataloader)
+        if state.get("sampler") is not None and sampler is not None:
+            sampler.load_state_dict(state["sampler"])
+        self.iteration = int(state["iteration"])
+        self._skip = int(state["batches_yielded"])
 
     def __len__(self) -> int:
         return len(self.base_dataloader)
@@ -123,6 +166,39 @@ class DataLoaderShard:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_dataloader!r})"
+
+
+class SkipBatches(torch.utils.data.Sampler[list[int]]):
+    """The batches of ``batch_sampler`` after the first ``skip`` (indices only, nothing loaded)."""
+
+    def __init__(self, batch_sampler: Any, skip: int) -> None:
+        self.batch_sampler = batch_sampler
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return islice(iter(self.batch_sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.batch_sampler) - self.skip, 0)
+
+
+def library_sampler(loader: Any) -> SharedSeedRandomSampler | None:
+    """The shuffling sampler the library put in ``loader``, if any (its seed is resume state)."""
+    holder = getattr(loader, "batch_sampler", None)
+    for _ in range(4):
+        if holder is None or isinstance(holder, SharedSeedRandomSampler):
+            return holder
+        holder = getattr(holder, "batch_sampler", None) or getattr(holder, "sampler", None)
+    return None
+
+
+def _rebuild(dataloader: DataLoader, batch_sampler: Any) -> DataLoader:
+    """``dataloader`` with another batch sampler and every other setting kept."""
+    settings = {k: getattr(dataloader, k) for k in LOADER_SETTINGS if hasattr(dataloader, k)}
+    if settings.get("num_workers", 0) == 0:
+        settings.pop("prefetch_factor", None)
+        settings["persistent_workers"] = False
+    return DataLoader(dataloader.dataset, batch_sampler=batch_sampler, **settings)
 
 
 class DataLoaderDispatcher(DataLoaderShard):
@@ -173,7 +249,11 @@ class DataLoaderDispatcher(DataLoaderShard):
             return [("padded", real, b) for b in batches]
         return batches
 
-    def _batches(self) -> Iterator[Any]:
+    def _batches(self, skip: int = 0) -> Iterator[Any]:
+        batches = self._dispatched()
+        return islice(batches, skip, None) if skip else batches
+
+    def _dispatched(self) -> Iterator[Any]:
         self._remainder = None
         iterator = iter(self.base_dataloader) if self.process_index == 0 else None
         while True:
@@ -263,12 +343,7 @@ def prepare_data_loader(
         )
     if new_sampler is batch_sampler:
         return DataLoaderShard(dataloader, gradient_state, place)
-    settings = {k: getattr(dataloader, k) for k in LOADER_SETTINGS if hasattr(dataloader, k)}
-    if settings.get("num_workers", 0) == 0:
-        settings.pop("prefetch_factor", None)
-        settings["persistent_workers"] = False
-    rebuilt = DataLoader(dataset, batch_sampler=new_sampler, **settings)
-    return DataLoaderShard(rebuilt, gradient_state, place)
+    return DataLoaderShard(_rebuild(dataloader, new_sampler), gradient_state, place)
 
 
 __all__ = ["DataLoaderDispatcher", "DataLoaderShard", "prepare_data_loader"]

@@ -29,3 +29,7 @@ class EnvironmentDetectionError(AccelerateCoreError, RuntimeError):
 
 class CollectiveError(AccelerateCoreError, RuntimeError):
     """A collective failed: a process never reached it (timeout), crashed, or passed bad input."""
+
+
+class CheckpointError(AccelerateCoreError, RuntimeError):
+    """A checkpoint is missing, incomplete, corrupt, or does not fit this run."""
