@@ -1,0 +1,382 @@
+"""``save_state`` / ``load_state``: everything a run needs to continue exactly where it stopped.
+
+A checkpoint is a directory written under a temporary name and renamed when complete, with a
+``manifest.json`` listing every file (size, CRC32), the world size, backend and versions. Models
+and optimizers go through the backend's checkpoint hook (the core's default writes replicated
+state from the main process, which serves one process and DDP); the rest is the core's:
+schedulers, the fp16 scaler, prepared dataloaders' positions, registered objects, accumulated
+gradients of an unfinished accumulation cycle, and every process's RNG states.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from . import collectives
+from .checkpoint_io import (
+    MANIFEST,
+    object_from_bytes,
+    object_to_bytes,
+    read_manifest,
+    read_verified,
+    replace_directory,
+    tensors_from_bytes,
+    tensors_to_bytes,
+    write_bytes,
+    write_json,
+)
+from .errors import CheckpointError
+from .plugins import get_plugin_manager
+
+if TYPE_CHECKING:
+    from .accelerator import Accelerator
+    from .specs import PluginContext
+
+FORMAT = "accelerate-core-checkpoint/1"
+CHECKPOINTS_DIR = "checkpoints"
+NAME = re.compile(r"^checkpoint_(\d+)$")
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass
+class ProjectConfiguration:
+    """Where a run keeps its checkpoints (Hugging Face Accelerate's names).
+
+    Args:
+        project_dir: root of the run; checkpoints go to ``project_dir/checkpoints``.
+        automatic_checkpoint_naming: ``save_state()`` without a directory writes
+            ``checkpoint_<n>`` (n = one more than the last complete one).
+        total_limit: keep at most this many automatic checkpoints (the oldest are removed
+            after a new one is complete).
+    """
+
+    project_dir: str | None = None
+    automatic_checkpoint_naming: bool = True
+    total_limit: int | None = None
+
+
+# --------------------------------------------------------------------------- records
+
+_RECORDS: dict[str, dict[str, int]] | None = None
+
+
+@contextmanager
+def _recording() -> Iterator[dict[str, dict[str, int]]]:
+    global _RECORDS
+    _RECORDS = {}
+    try:
+        yield _RECORDS
+    finally:
+        _RECORDS = None
+
+
+def put_bytes(directory: Path, name: str, data: bytes) -> None:
+    """Write one checkpoint file and record its size and checksum for the manifest."""
+    record = write_bytes(directory / name, data)
+    if _RECORDS is not None:
+        _RECORDS[name] = record
+
+
+def put_object(directory: Path, name: str, obj: Any) -> None:
+    put_bytes(directory, name, object_to_bytes(obj))
+
+
+def get_object(directory: Path, name: str, manifest: dict[str, Any]) -> Any:
+    return object_from_bytes(read_verified(directory / name, manifest["files"].get(name)),
+                             directory / name)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- model state
+
+
+def unwrap(model: Any, context: PluginContext) -> Any:
+    manager = get_plugin_manager()
+    inner = manager.call_owner(
+        "accelerate_core_unwrap_model", context.state.backend_owner, model=model, context=context
+    )
+    return getattr(inner, "_orig_mod", inner)
+
+
+def full_state_dict(model: Any, context: PluginContext) -> dict[str, Any]:
+    """The consolidated state dict of a prepared model, whatever the backend."""
+    state = get_plugin_manager().call_owner(
+        "accelerate_core_get_state_dict", context.state.backend_owner, model=model,
+        context=context,
+    )  # fmt: skip
+    return state if state is not None else unwrap(model, context).state_dict()
+
+
+def save_replicated(objects: dict[str, Any], directory: Path, context: PluginContext) -> list[str]:
+    """The default checkpoint hook: replicated models/optimizers, written by the main process."""
+    if context.state.is_main_process:
+        for name, obj in objects.items():
+            if name.startswith("model_"):
+                put_bytes(directory, f"{name}.safetensors",
+                          tensors_to_bytes(full_state_dict(obj, context)))  # fmt: skip
+            else:
+                put_object(directory, f"{name}.bin", obj.state_dict())
+    return list(objects)
+
+
+def load_replicated(objects: dict[str, Any], directory: Path, context: PluginContext) -> list[str]:
+    manifest = read_manifest(directory)
+    for name, obj in objects.items():
+        if name.startswith("model_"):
+            file = directory / f"{name}.safetensors"
+            tensors = tensors_from_bytes(read_verified(file, manifest["files"].get(file.name)))
+            unwrap(obj, context).load_state_dict(tensors)
+        else:
+            obj.load_state_dict(get_object(directory, f"{name}.bin", manifest))
+    return list(objects)
+
+
+# --------------------------------------------------------------------------- RNG
+
+
+def rng_state(accelerator: Accelerator) -> dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU, device) in weights_only-safe form."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
+    device = accelerator.device
+    if device.type != "cpu":
+        state["device"] = get_plugin_manager().call_owner(
+            "accelerate_core_device_rng_state", accelerator.state.device_owner, device=device
+        )
+    return state
+
+
+def restore_rng(accelerator: Accelerator, state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state.get("device") is not None and accelerator.device.type != "cpu":
+        get_plugin_manager().call_owner(
+            "accelerate_core_set_device_rng_state", accelerator.state.device_owner,
+            device=accelerator.device, rng_state=state["device"],
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def checkpoints_root(accelerator: Accelerator) -> Path:
+    project_dir = accelerator.project_configuration.project_dir
+    if project_dir is None:
+        raise CheckpointError(
+            "save_state()/load_state() without a directory need a project directory: "
+            "Accelerator(project_dir='runs/my-run') (or pass a directory)"
+        )
+    return Path(project_dir) / CHECKPOINTS_DIR
+
+
+def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Numbered checkpoints under ``root`` that finished (have a manifest), oldest first."""
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = NAME.match(path.name)
+        if match and (path / MANIFEST).exists():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path) -> Path:
+    found = complete_checkpoints(root)
+    if not found:
+        raise CheckpointError(f"no complete checkpoint under {root}; nothing to resume from")
+    return found[-1][1]
+
+
+def _next_target(accelerator: Accelerator) -> Path:
+    root = checkpoints_root(accelerator)
+    found = complete_checkpoints(root)
+    return root / f"checkpoint_{found[-1][0] + 1 if found else 0}"
+
+
+def _rotate(accelerator: Accelerator, root: Path) -> None:
+    limit = accelerator.project_configuration.total_limit
+    if limit is None:
+        return
+    found = complete_checkpoints(root)
+    for _, path in found[: max(len(found) - limit, 0)]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def _objects(accelerator: Accelerator) -> dict[str, Any]:
+    named: dict[str, Any] = {}
+    named.update({f"model_{i}": m for i, m in enumerate(accelerator._models)})
+    named.update({f"optimizer_{i}": o for i, o in enumerate(accelerator._optimizers)})
+    return named
+
+
+def _versions(accelerator: Accelerator) -> dict[str, str]:
+    from . import __version__
+
+    versions = {"accelerate-core": __version__, "torch": torch.__version__,
+                "python": platform.python_version()}  # fmt: skip
+    registered = get_plugin_manager().registry()["backend"].get(accelerator.backend)
+    if registered is not None:
+        versions["backend"] = registered.distribution
+    return versions
+
+
+def save_state(accelerator: Accelerator, output_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Write a complete checkpoint (see module docstring); returns its directory."""
+    state = accelerator.state
+    automatic = output_dir is None
+    target = _next_target(accelerator) if automatic else Path(output_dir)
+    tmp_name = [f"{TMP_PREFIX}{target.name}-{secrets.token_hex(4)}"]
+    if state.is_main_process:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for stale in target.parent.glob(f"{TMP_PREFIX}*"):  # left by a killed save
+            shutil.rmtree(stale, ignore_errors=True)
+        (target.parent / tmp_name[0]).mkdir()
+    collectives.broadcast_object_list(tmp_name, from_process=0)  # also: the directory exists
+    tmp = target.parent / tmp_name[0]
+    context = accelerator.plugin_context
+    gradient_state = accelerator.gradient_state
+    mid_cycle = gradient_state.step % gradient_state.num_steps != 0
+    with _recording() as records:
+        get_plugin_manager().call_owner(
+            "accelerate_core_save_state", state.backend_owner, objects=_objects(accelerator),
+            directory=str(tmp), context=context,
+        )  # fmt: skip
+        rank = state.process_index
+        put_object(tmp, f"random_states_{rank}.bin", rng_state(accelerator))
+        if mid_cycle:
+            for i, model in enumerate(accelerator._models):
+                grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+                put_bytes(tmp, f"grads_{rank}_model_{i}.safetensors", tensors_to_bytes(grads))
+        if state.is_main_process:
+            for i, scheduler in enumerate(accelerator._schedulers):
+                put_object(tmp, f"scheduler_{i}.bin", scheduler.state_dict())
+            for i, loader in enumerate(accelerator._dataloaders):
+                put_object(tmp, f"dataloader_{i}.bin", loader.state_dict())
+            for i, obj in enumerate(accelerator._custom_objects):
+                put_object(tmp, f"custom_checkpoint_{i}.bin", obj.state_dict())
+            if accelerator.scaler is not None:
+                put_object(tmp, "scaler.bin", accelerator.scaler.state_dict())
+        mine = dict(records)
+    every_rank = collectives.gather_object(mine)
+    if state.is_main_process:
+        files: dict[str, dict[str, int]] = {}
+        for part in every_rank:
+            files.update(part)
+        for path in sorted(tmp.rglob("*")):  # files a backend wrote with its own writer
+            name = path.relative_to(tmp).as_posix()
+            if path.is_file() and name not in files:
+                data = path.read_bytes()
+                files[name] = {"size": len(data), "crc32": zlib.crc32(data) & 0xFFFFFFFF}
+        write_json(tmp / MANIFEST, {
+            "format": FORMAT,
+            "created": datetime.now(timezone.utc).isoformat(),
+            "world_size": state.num_processes,
+            "backend": accelerator.backend,
+            "mixed_precision": accelerator.mixed_precision,
+            "versions": _versions(accelerator),
+            "objects": {
+                "models": len(accelerator._models),
+                "optimizers": len(accelerator._optimizers),
+                "schedulers": len(accelerator._schedulers),
+                "dataloaders": len(accelerator._dataloaders),
+                "custom": len(accelerator._custom_objects),
+                "scaler": accelerator.scaler is not None,
+            },
+            "gradient_accumulation": {"step": gradient_state.step, "mid_cycle": mid_cycle},
+            "files": files,
+        })  # fmt: skip
+        replace_directory(tmp, target)
+        if automatic:
+            _rotate(accelerator, target.parent)
+    accelerator.wait_for_everyone()
+    return target
+
+
+def _check_fits(accelerator: Accelerator, manifest: dict[str, Any], directory: Path) -> None:
+    if manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{directory} has format {manifest.get('format')!r}, not {FORMAT}")
+    if manifest["world_size"] != accelerator.num_processes:
+        raise CheckpointError(
+            f"{directory} was saved by {manifest['world_size']} process(es) and this run has "
+            f"{accelerator.num_processes}; backend '{accelerator.backend}' cannot reshard its "
+            f"state. Resume with {manifest['world_size']} process(es), or load the weights "
+            "alone (save_model / load_state_dict)"
+        )
+    if manifest["backend"] != accelerator.backend:
+        raise CheckpointError(
+            f"{directory} was saved with backend '{manifest['backend']}', this run uses "
+            f"'{accelerator.backend}'; resume with the same backend"
+        )
+    counts = manifest["objects"]
+    ours = {
+        "models": len(accelerator._models), "optimizers": len(accelerator._optimizers),
+        "schedulers": len(accelerator._schedulers),
+        "dataloaders": len(accelerator._dataloaders), "custom": len(accelerator._custom_objects),
+    }  # fmt: skip
+    for kind, count in ours.items():
+        if counts[kind] != count:
+            raise CheckpointError(
+                f"{directory} holds {counts[kind]} {kind} but this run prepared {count}; "
+                "prepare (and register_for_checkpointing) the same objects before load_state"
+            )
+
+
+def load_state(accelerator: Accelerator, input_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Restore a checkpoint written by ``save_state``; returns its directory."""
+    directory = (
+        latest_checkpoint(checkpoints_root(accelerator)) if input_dir is None else (Path(input_dir))
+    )
+    manifest = read_manifest(directory)
+    _check_fits(accelerator, manifest, directory)
+    state = accelerator.state
+    get_plugin_manager().call_owner(
+        "accelerate_core_load_state", state.backend_owner, objects=_objects(accelerator),
+        directory=str(directory), context=accelerator.plugin_context,
+    )  # fmt: skip
+    for i, scheduler in enumerate(accelerator._schedulers):
+        scheduler.load_state_dict(get_object(directory, f"scheduler_{i}.bin", manifest))
+    for i, loader in enumerate(accelerator._dataloaders):
+        loader.load_state_dict(get_object(directory, f"dataloader_{i}.bin", manifest))
+    for i, obj in enumerate(accelerator._custom_objects):
+        obj.load_state_dict(get_object(directory, f"custom_checkpoint_{i}.bin", manifest))
+    if accelerator.scaler is not None and manifest["objects"]["scaler"]:
+        accelerator.scaler.load_state_dict(get_object(directory, "scaler.bin", manifest))
+    accumulation = manifest["gradient_accumulation"]
+    accelerator.gradient_state.step = accumulation["step"]
+    rank = state.process_index
+    for i, model in enumerate(accelerator._models):
+        name = f"grads_{rank}_model_{i}.safetensors"
+        parameters = dict(model.named_parameters())
+        if accumulation["mid_cycle"]:
+            grads = tensors_from_bytes(read_verified(directory / name, manifest["files"].get(name)))
+            for param_name, grad in grads.items():
+                parameters[param_name].grad = grad.to(parameters[param_name].device)
+        else:
+            for parameter in parameters.values():
+                parameter.grad = None
+    restore_rng(accelerator, get_object(directory, f"random_states_{rank}.bin", manifest))
+    return directory
