@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core import BackendSpec, hookimpl
+from accelerate_core import BackendSpec, LaunchOption, hookimpl
 
 NAME = "ddp"
 
@@ -34,3 +34,26 @@ def accelerate_core_no_sync(context: Any) -> Any:
     from .wrapping import no_sync
 
     return no_sync
+
+
+@hookimpl
+def accelerate_core_launch_options() -> list[LaunchOption]:
+    """``accel launch --ddp-...`` options; they reach ``Accelerator(backend_options=...)``."""
+    from .options import COMM_HOOKS
+
+    def option(name: str, help: str, type: str, **kwargs: Any) -> LaunchOption:
+        return LaunchOption(f"ddp-{name}", help, type, backend=NAME, **kwargs)
+
+    return [
+        option(
+            "find-unused-parameters",
+            "DDP find_unused_parameters (models with unused parts)",
+            "bool",
+        ),
+        option("static-graph", "DDP static_graph (the graph is the same every step)", "bool"),
+        option("gradient-as-bucket-view", "DDP gradient_as_bucket_view (saves memory)", "bool"),
+        option("bucket-cap-mb", "DDP bucket_cap_mb (all-reduce bucket size in MiB)", "float"),
+        option("broadcast-buffers", "DDP broadcast_buffers at every forward (default on)", "bool"),
+        option("comm-hook", "gradient compression hook", "str", choices=COMM_HOOKS),
+        option("comm-hook-options", "JSON options of the comm hook (PowerSGD state)", "json"),
+    ]

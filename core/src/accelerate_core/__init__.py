@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .accelerator import Accelerator
+from .checkpoint import ProjectConfiguration
 from .collectives import (
     broadcast,
     broadcast_object_list,
@@ -13,6 +14,7 @@ from .collectives import (
 )
 from .errors import (
     AccelerateCoreError,
+    CheckpointError,
     CollectiveError,
     ConfigurationError,
     EnvironmentDetectionError,
@@ -22,6 +24,8 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .kwargs_handlers import AutocastKwargs, GradScalerKwargs
+from .launch_config import LaunchOption
+from .launchers import notebook_launcher
 from .memory import release_memory
 from .memory_tracker import MemoryTracker, track_memory
 from .ops import send_to_device
@@ -42,12 +46,14 @@ __all__ = [
     "AcceleratorState",
     "AutocastKwargs",
     "BackendSpec",
+    "CheckpointError",
     "CollectiveError",
     "ConfigurationError",
     "DeviceSpec",
     "EnvironmentDetectionError",
     "EnvironmentInfo",
     "GradScalerKwargs",
+    "LaunchOption",
     "MemoryTracker",
     "PartialState",
     "PluginConflictError",
@@ -56,12 +62,14 @@ __all__ = [
     "PluginNotInstalledError",
     "PrecisionSpec",
     "PrepareRequest",
+    "ProjectConfiguration",
     "__version__",
     "broadcast",
     "broadcast_object_list",
     "gather",
     "gather_object",
     "hookimpl",
+    "notebook_launcher",
     "pad_across_processes",
     "reduce",
     "release_memory",

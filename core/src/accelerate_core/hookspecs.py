@@ -29,6 +29,7 @@ import pluggy
 if TYPE_CHECKING:
     import torch
 
+    from .launch_config import LaunchOption
     from .specs import (
         BackendSpec,
         DeviceSpec,
@@ -264,3 +265,25 @@ def accelerate_core_load_state(
     objects: dict[str, Any], directory: str, context: PluginContext
 ) -> list[str] | None:
     """Load what ``accelerate_core_save_state`` wrote; return the names handled, or ``None``."""
+
+
+# --------------------------------------------------------------------------- launch
+
+
+@hookspec
+def accelerate_core_launch_options() -> list[LaunchOption]:
+    """Return the options this plugin adds to ``accel launch`` and ``accel config``.
+
+    Called on every plugin (like the discovery hooks) when a launch command builds its parser,
+    never in training processes; must be cheap and import nothing heavy. Each ``LaunchOption``
+    record becomes the flag ``--NAME`` (also spelled with underscores; ``type="bool"`` adds
+    ``--no-NAME``), the config-file key ``NAME`` with underscores, and a question of
+    ``accel config``. A value given to the launch reaches every process through
+    ``ACCELERATE_CORE_BACKEND_OPTIONS`` (or ``..._PRECISION_OPTIONS``) and is merged into
+    ``Accelerator(backend_options=...)`` as ``{record.option_key: value}`` when the process
+    selected ``record.backend`` (or ``precision_options`` for ``record.precision``); explicit
+    ``backend_options`` keys win over config-file values and contradicting a command-line value
+    is an error. Name options after the backend (``ddp-find-unused-parameters``): a name offered
+    twice, or one that shadows a core option, is a ``PluginConflictError`` naming both
+    distributions. The backend's own hooks still validate the values (unknown keys, choices).
+    """

@@ -19,21 +19,21 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from .errors import ConfigurationError, EnvironmentDetectionError, PluginNotInstalledError
+from .launch_config import (  # the variables accel launch sets are defined there
+    BACKEND_ENV,  # noqa: F401
+    MIXED_PRECISION_ENV,  # noqa: F401
+    USE_CPU_ENV,  # noqa: F401
+    check_world_size,
+    launch_setting,
+)
 from .plugins import KNOWN_DISTRIBUTIONS, Registered, get_plugin_manager
 from .specs import BackendSpec, DeviceSpec, EnvironmentInfo
 
-BACKEND_ENV = "ACCELERATE_CORE_BACKEND"
-MIXED_PRECISION_ENV = "ACCELERATE_CORE_MIXED_PRECISION"
-USE_CPU_ENV = "ACCELERATE_CORE_USE_CPU"
 SINGLE_PROCESS_BACKEND = "none"
 DEFAULT_DISTRIBUTED_BACKEND = "ddp"
 DEFAULT_PROCESS_GROUP_TIMEOUT = timedelta(minutes=10)
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def detect_environment(environ: Mapping[str, str] | None = None) -> EnvironmentInfo:
@@ -121,14 +121,16 @@ class PartialState:
         timeout: timedelta | None = None,
     ) -> None:
         self.__dict__ = self._shared_state
-        if cpu is None:
-            cpu = _truthy(os.environ.get(USE_CPU_ENV))
+        # Explicit arguments > accel launch (environment) > defaults; see launch_config.py.
+        cpu = bool(launch_setting("cpu", cpu))
+        backend = launch_setting("backend", backend) or None
         if self.__dict__.get("initialized"):
             self._check_matches(cpu, backend)
             return
         manager = get_plugin_manager()
         environment = detect_environment()
-        chosen = choose_backend(backend or os.environ.get(BACKEND_ENV) or None, environment)
+        check_world_size(environment.world_size, environment.source, environment.rank)
+        chosen = choose_backend(backend, environment)
         device = choose_device(cpu, environment)
         registered_device = manager.registry()["device"].get(device.type)
         device_owner = registered_device.plugin if registered_device else manager.defaults
@@ -324,7 +326,7 @@ class AcceleratorState:
         timeout: timedelta | None = None,
     ) -> None:
         self.__dict__ = self._shared_state
-        requested = mixed_precision or os.environ.get(MIXED_PRECISION_ENV) or None
+        requested = launch_setting("mixed_precision", mixed_precision or None)
         if self.__dict__.get("initialized"):
             PartialState(cpu=cpu, backend=backend)
             if requested is not None and str(requested).lower() != self.mixed_precision:

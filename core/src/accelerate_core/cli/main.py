@@ -1,19 +1,32 @@
 """``accel``: entry point and sub-command registry.
 
-Sub-commands live in their own modules and register a parser here; the core CLI names no backend.
+Sub-commands live in their own modules and register a parser here; the core CLI names no backend:
+the launch commands ask installed plugins for their options (``accelerate_core_launch_options``),
+and only those commands load plugins.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
-from . import env, memory
+from . import config, env, launch, memory, test_command
+
+# Commands whose parser includes the options installed plugins add.
+LAUNCH_COMMANDS = {"launch", "test", "config"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from .. import __version__
+    from ..launch_config import CORE_OPTIONS, collect_launch_options
 
+    argv = sys.argv[1:] if argv is None else argv
+    options = collect_launch_options() if _command(argv) in LAUNCH_COMMANDS else list(CORE_OPTIONS)
     parser = argparse.ArgumentParser(
         prog="accel", description="accelerate-core: run one training script anywhere."
     )
@@ -21,11 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     env.register(commands)
     memory.register(commands)
+    launch.register(commands, options)
+    config.register(commands, options)
+    test_command.register(commands, options)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    from ..errors import AccelerateCoreError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(argv)
+    except AccelerateCoreError as exc:  # two plugins offering the same launch option
+        print(f"accel: error: {exc}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()

@@ -1,0 +1,216 @@
+"""``accel config``: write the YAML config file ``accel launch`` reads.
+
+* ``accel config`` asks a few questions (Enter keeps the default shown) and writes the file;
+* ``accel config default`` writes the defaults for this machine without asking;
+* ``accel config show`` prints the file and what ``accel launch`` would use with it.
+
+The file is plain YAML (``yaml.safe_load``), one ``key: value`` per launch option, dash or
+underscore spellings; unknown keys are an error listing the valid ones. Default location:
+``ACCELERATE_CORE_CONFIG_FILE``, else ``~/.cache/accelerate_core/default_config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import AccelerateCoreError, ConfigurationError
+from ..launch_config import (
+    CONFIG_FILE_ENV,
+    LaunchOption,
+    coerce,
+    default_config_path,
+    default_num_processes,
+    load_config_file,
+    resolve_launch_config,
+    write_config_file,
+)
+
+
+def register(commands: Any, options: Sequence[LaunchOption]) -> None:
+    parser = commands.add_parser(
+        "config",
+        help="write, show or reset the launch config file",
+        description=__doc__.split("\n\n")[0],
+    )
+    _file_argument(parser)
+    parser.set_defaults(run=run_questionnaire, launch_options=list(options))
+    sub = parser.add_subparsers(dest="config_command", metavar="{default,show}")
+    default = sub.add_parser("default", help="write this machine's defaults without questions")
+    _file_argument(default)
+    default.add_argument("--force", action="store_true", help="replace an existing file")
+    default.set_defaults(run=run_default)
+    show = sub.add_parser("show", help="print the config file and the launch it gives")
+    _file_argument(show)
+    show.set_defaults(run=run_show)
+
+
+def _file_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-file",
+        "--config_file",
+        dest="config_file",
+        default=argparse.SUPPRESS,
+        help=f"the file (default: {CONFIG_FILE_ENV}, else ~/.cache/accelerate_core/"
+        "default_config.yaml)",
+    )
+
+
+def _path(args: argparse.Namespace) -> Path:
+    explicit = getattr(args, "config_file", None)
+    return Path(explicit).expanduser() if explicit else default_config_path()
+
+
+def _fail(message: str) -> int:
+    print(f"accel config: error: {message}", file=sys.stderr)
+    return 1
+
+
+# --------------------------------------------------------------------------- questionnaire
+
+
+class _NoAnswer(Exception):
+    pass
+
+
+def _ask(question: str, default: Any, parse: Callable[[str], Any]) -> Any:
+    """Ask until the answer parses; Enter keeps ``default``."""
+    shown = "" if default is None else f" [{_show(default)}]"
+    while True:
+        try:
+            answer = input(f"{question}{shown}: ").strip()
+        except EOFError:
+            raise _NoAnswer(question) from None
+        if not answer:
+            return default
+        try:
+            return parse(answer)
+        except (ConfigurationError, ValueError) as exc:
+            print(f"  {exc}; try again")
+
+
+def _show(value: Any) -> str:
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+
+def _parser_for(option: LaunchOption) -> Callable[[str], Any]:
+    return lambda text: coerce(option, text, option.dest)
+
+
+def _choice(valid: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in valid:
+            raise ConfigurationError(f"{text!r} is not one of {', '.join(valid)}")
+        return text
+
+    return parse
+
+
+def questionnaire(options: Sequence[LaunchOption]) -> dict[str, Any]:
+    """Ask for every core setting and the chosen backend's options; return the answers."""
+    from ..plugins import get_plugin_manager
+    from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
+
+    by_key = {o.dest: o for o in options}
+
+    def ask(key: str, question: str, default: Any) -> Any:
+        return _ask(question, default, _parser_for(by_key[key]))
+
+    registry = get_plugin_manager().registry()
+    values: dict[str, Any] = {}
+    values["num_machines"] = ask("num_machines", "How many machines?", 1)
+    if values["num_machines"] > 1:
+        values["machine_rank"] = ask("machine_rank", "Rank of this machine (0 = main)?", 0)
+        values["main_process_ip"] = ask("main_process_ip", "IP address of machine 0?", None)
+        values["main_process_port"] = ask("main_process_port", "Port on machine 0?", 29500)
+    values["cpu"] = ask("cpu", "Train on the CPU only?", default_num_processes(False) == 1)
+    per_machine = default_num_processes(values["cpu"])
+    values["num_processes"] = ask(
+        "num_processes",
+        "How many processes in total (over all machines)?",
+        per_machine * values["num_machines"],
+    )
+    backends = ["auto", *sorted(registry["backend"])]
+    backend = _ask(f"Backend ({', '.join(backends)})?", "auto", _choice(backends))
+    values["backend"] = None if backend == "auto" else backend
+    precisions = sorted(registry["precision"])
+    values["mixed_precision"] = _ask(
+        f"Mixed precision ({', '.join(precisions)})?", "no", _choice(precisions)
+    )
+    values["gradient_accumulation_steps"] = ask(
+        "gradient_accumulation_steps", "Gradient accumulation steps?", 1
+    )
+    values["max_restarts"] = ask("max_restarts", "Restarts after a failure?", 0)
+    selected = values["backend"] or (
+        DEFAULT_DISTRIBUTED_BACKEND if values["num_processes"] > 1 else SINGLE_PROCESS_BACKEND
+    )
+    for option in options:
+        target = option.target
+        if target in (("backend", selected), ("precision", values["mixed_precision"])):
+            values[option.dest] = ask(option.dest, f"{option.help} (Enter: not set)", None)
+    return values
+
+
+def run_questionnaire(args: argparse.Namespace) -> int:
+    path = _path(args)
+    print(f"accel config: writes {path} (Enter keeps the value in brackets)")
+    try:
+        values = questionnaire(args.launch_options)
+        resolve_launch_config(values, None, args.launch_options)  # refuse an unusable file
+    except _NoAnswer as exc:
+        return _fail(f"no answer to {str(exc)!r} (standard input closed); nothing written")
+    except AccelerateCoreError as exc:
+        return _fail(f"{exc}; nothing written")
+    write_config_file(path, values)
+    print(f"accel config: wrote {path}; `accel launch` reads it (`accel config show` prints it)")
+    return 0
+
+
+# --------------------------------------------------------------------------- default and show
+
+
+def default_values() -> dict[str, Any]:
+    """What ``accel config default`` writes: this machine, every process, full precision."""
+    cpu = default_num_processes(False) == 1
+    return {
+        "num_processes": default_num_processes(cpu),
+        "num_machines": 1,
+        "cpu": cpu,
+        "mixed_precision": "no",
+        "gradient_accumulation_steps": 1,
+        "max_restarts": 0,
+    }
+
+
+def run_default(args: argparse.Namespace) -> int:
+    path = _path(args)
+    if path.exists() and not args.force:
+        return _fail(
+            f"{path} exists; pass --force to replace it, or edit it (accel config show prints it)"
+        )
+    write_config_file(path, default_values())
+    print(f"accel config: wrote the defaults to {path}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from .launch import describe
+
+    path = _path(args)
+    if not path.is_file():
+        return _fail(
+            f"no config file at {path}; write one with `accel config` or `accel config default`"
+        )
+    try:
+        load_config_file(path, args.launch_options)
+        config = resolve_launch_config({}, path, args.launch_options)
+    except AccelerateCoreError as exc:
+        return _fail(str(exc))
+    print(f"# {path}")
+    print(path.read_text().rstrip())
+    print("# accel launch would use:")
+    print("\n".join(f"#{line}" for line in describe(config)))
+    return 0
