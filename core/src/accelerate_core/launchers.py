@@ -8,6 +8,7 @@ notebook gets the same processes, environment and failure handling as ``accel la
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,9 +58,18 @@ def _extra(failure: Any) -> dict[str, Any]:
     return message.get("extraInfo", {}) if isinstance(message, dict) else {}
 
 
-def _failure_time(failure: Any) -> float:
+_STOP_SIGNALS = (-int(signal.SIGTERM), -int(signal.SIGKILL))  # how the agent stops the others
+
+
+def _failure_order(failure: Any) -> tuple[bool, float]:
+    """Sort key: first failure first; ranks the launch itself stopped come last."""
     extra = _extra(failure)
-    return float(extra[ACCEL_TIME_KEY]) if ACCEL_TIME_KEY in extra else float(failure.timestamp)
+    if ACCEL_TIME_KEY in extra:
+        return (False, float(extra[ACCEL_TIME_KEY]))
+    if failure.exitcode in _STOP_SIGNALS:
+        return (True, float(failure.timestamp))
+    # Without an error file torch stamps the failure in whole seconds when it notices it.
+    return (False, float(failure.timestamp) + 1.0)
 
 
 def _failure_traceback(failure: Any) -> str | None:
@@ -74,7 +84,7 @@ def describe_failure(error: Any) -> tuple[str, int]:
 
     Returns the text and the exit code the launch should end with (the first failure's).
     """
-    failures = sorted(error.failures.items(), key=lambda item: _failure_time(item[1]))
+    failures = sorted(error.failures.items(), key=lambda item: _failure_order(item[1]))
     rank, first = failures[0]
     how = (
         f"was killed by signal {first.signal_name()}"

@@ -87,8 +87,38 @@ def detect_torchrun(environ: Mapping[str, str]) -> EnvironmentInfo | None:
     )
 
 
+def first_slurm_host(nodelist: str) -> str | None:
+    """The first host of a SLURM node list (``"gpu[03-05,9],cpu1"`` -> ``"gpu03"``)."""
+    match = re.match(r"\s*([^,\[\s]+)(?:\[([^\]]+)\])?", nodelist)
+    if match is None:
+        return None
+    prefix, ranges = match.groups()
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def slurm_rendezvous(environ: Mapping[str, str]) -> tuple[str | None, int | None]:
+    """MASTER_ADDR/MASTER_PORT, else the job's first node and a port derived from the job id.
+
+    Every task of a job computes the same answer, so ``srun python train.py`` needs no exports.
+    """
+    addr = environ.get("MASTER_ADDR") or first_slurm_host(
+        environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST") or ""
+    )
+    port = _port(environ, "MASTER_PORT", "slurm")
+    job = environ.get("SLURM_JOB_ID") or environ.get("SLURM_JOBID") or ""
+    if port is None and job.isdigit():
+        port = 15000 + int(job) % 20000  # as PyTorch Lightning: unprivileged, per job
+    return addr, port
+
+
 class SlurmDetector:
-    """Processes started by ``srun``: one task per process (SLURM_PROCID/SLURM_NTASKS)."""
+    """Processes started by ``srun``: one task per process (SLURM_PROCID/SLURM_NTASKS).
+
+    The rendezvous is ``MASTER_ADDR``/``MASTER_PORT`` when exported, else the first node of the
+    job and a port derived from the job id (``slurm_rendezvous``).
+    """
 
     @hookimpl
     def accelerate_core_detect_environment(
@@ -103,6 +133,7 @@ class SlurmDetector:
         # SLURM_TASKS_PER_NODE looks like "4" or "4(x2)" or "2,1": the first count is this shape's.
         per_node = re.match(r"\d+", environ.get("SLURM_TASKS_PER_NODE", ""))
         local_world = int(per_node.group()) if per_node else world
+        master_addr, master_port = slurm_rendezvous(environ)
         return _check(
             EnvironmentInfo(
                 source="slurm",
@@ -111,8 +142,8 @@ class SlurmDetector:
                 world_size=world,
                 local_rank=local_rank,
                 local_world_size=max(local_world, local_rank + 1),
-                master_addr=environ.get("MASTER_ADDR"),
-                master_port=_port(environ, "MASTER_PORT", "slurm"),
+                master_addr=master_addr,
+                master_port=master_port,
                 extra={"node_rank": environ.get("SLURM_NODEID")},
             )
         )

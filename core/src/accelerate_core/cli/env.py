@@ -1,13 +1,15 @@
 """``accel env``: versions, hardware and installed plugins, for bug reports.
 
 Plugins are listed from entry-point metadata first (nothing imported), then loaded to show what
-loads and what would be selected now.
+loads and what would be selected now: by this process (its environment, ``ACCELERATE_CORE_*``
+variables) and by ``accel launch`` with the config file it would read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from typing import Any
@@ -23,7 +25,7 @@ def collect() -> dict[str, Any]:
     import torch
 
     from .. import __version__
-    from ..plugins import PluginManager, installed_entry_points
+    from ..plugins import KNOWN_DISTRIBUTIONS, PluginManager, installed_entry_points
 
     manager = PluginManager()
     info: dict[str, Any] = {
@@ -37,6 +39,9 @@ def collect() -> dict[str, Any]:
             else "none (cpu)"
         ),
         "device_count": torch.accelerator.device_count() if torch.accelerator.is_available() else 0,
+        "accelerator_devices": _device_names(torch),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": _memory_gib(),
         "entry_points": [
             {"name": r.name, "distribution": r.distribution, "version": r.version}
             for r in installed_entry_points()
@@ -52,13 +57,94 @@ def collect() -> dict[str, Any]:
             for r in manager.entry_points
         ],
         "conflicts": manager.conflicts,
+        "not_installed": {
+            name: f"pip install {dist}"
+            for name, dist in sorted(KNOWN_DISTRIBUTIONS.items())
+            if not any(r.name == name for r in manager.entry_points)
+        },
     }
     registry = manager.registry(strict=False)
     for kind in ("backend", "precision", "device"):
         info[kind + "s"] = {
             name: entry.distribution for name, entry in sorted(registry[kind].items())
         }
+    info["selection"] = _selection(manager)
+    info["launch"] = _launch_selection(manager)
     return info
+
+
+def _device_names(torch: Any) -> list[str]:
+    if not torch.accelerator.is_available():
+        return []
+    kind = torch.accelerator.current_accelerator().type
+    module = getattr(torch, kind, None)
+    names = []
+    for index in range(torch.accelerator.device_count()):
+        try:
+            names.append(f"{kind}:{index} {module.get_device_name(index)}")
+        except Exception:  # a backend without get_device_name
+            names.append(f"{kind}:{index}")
+    return names
+
+
+def _memory_gib() -> float | None:
+    try:
+        import psutil
+
+        return round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:
+        return None
+
+
+def _selection(manager: Any) -> dict[str, Any]:
+    """What ``Accelerator()`` would choose in this process now (without creating it)."""
+    from ..launch_config import launch_setting
+    from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND, choose_device
+
+    try:
+        answers = [
+            a
+            for a in manager.call_all(
+                "accelerate_core_detect_environment", environ=dict(os.environ)
+            )
+            if a is not None
+        ]
+        environment = max(answers, key=lambda a: a.priority)
+        backend = launch_setting("backend", None) or (
+            SINGLE_PROCESS_BACKEND if environment.world_size == 1 else DEFAULT_DISTRIBUTED_BACKEND
+        )
+        installed = backend in manager.registry(strict=False)["backend"]
+        return {
+            "environment": environment.source,
+            "rank": environment.rank,
+            "world_size": environment.world_size,
+            "device": str(choose_device(bool(launch_setting("cpu", None)), environment)),
+            "backend": backend if installed else f"{backend} (not installed)",
+            "mixed_precision": launch_setting("mixed_precision", None) or "no",
+        }
+    except Exception as exc:  # the report must print even when the environment is broken
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _launch_selection(manager: Any) -> dict[str, Any]:
+    """What ``accel launch script.py`` with no options would run, from the config file."""
+    from ..launch_config import collect_launch_options, config_file_to_read, resolve_launch_config
+    from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
+
+    try:
+        path = config_file_to_read(None)
+        config = resolve_launch_config({}, path, collect_launch_options(manager))
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    default = SINGLE_PROCESS_BACKEND if config.num_processes == 1 else DEFAULT_DISTRIBUTED_BACKEND
+    return {
+        "config_file": str(path) if path else None,
+        "num_processes": config.num_processes,
+        "num_machines": config.num_machines,
+        "cpu": config.cpu,
+        "backend": config.backend or default,
+        "mixed_precision": config.mixed_precision or "no",
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,8 +154,11 @@ def run(args: argparse.Namespace) -> int:
         print()
         return 0
     print("accelerate-core environment (paste this into bug reports)\n")
-    for key in ("accelerate-core", "python", "platform", "torch", "accelerator", "device_count"):
+    keys = ("accelerate-core", "python", "platform", "torch", "accelerator", "device_count")
+    for key in (*keys, "cpu_count", "memory_gib"):
         print(f"- {key}: {info[key]}")
+    for device in info["accelerator_devices"]:
+        print(f"    {device}")
     for kind in ("backends", "precisions", "devices"):
         listed = ", ".join(f"{name} ({dist})" for name, dist in info[kind].items())
         print(f"- {kind}: {listed}")
@@ -78,6 +167,12 @@ def run(args: argparse.Namespace) -> int:
         where = f"{plugin['distribution']} {plugin['version']}"
         line = f"    {plugin['name']}: {where} [{plugin['status']}]"
         print(line + (f" {plugin['error']}" if plugin["error"] else ""))
+    for name, hint in info["not_installed"].items():
+        print(f"    {name}: not installed ({hint})")
     for conflict in info["conflicts"]:
         print(f"- conflict: {conflict}")
+    for key, title in (("selection", "this process would use"), ("launch", "accel launch")):
+        chosen = info[key]
+        described = chosen.get("error") or ", ".join(f"{k} {v}" for k, v in chosen.items())
+        print(f"- {title}: {described}")
     return 0

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import AccelerateCoreError
+from ..errors import AccelerateCoreError, ConfigurationError
 from ..launch_config import (
     LaunchConfig,
     LaunchOption,
@@ -117,7 +117,17 @@ def _check_installed(config: LaunchConfig) -> None:
     from ..state import select_precision
 
     if config.backend is not None:
-        get_plugin_manager().select("backend", config.backend)
+        spec = get_plugin_manager().select("backend", config.backend).spec
+        if config.num_processes > 1 and not spec.distributed:
+            raise ConfigurationError(
+                f"backend '{spec.name}' runs a single process but {config.num_processes} "
+                "processes were asked for; choose a distributed backend or --num-processes 1"
+            )
+        if config.num_processes < spec.min_processes:
+            raise ConfigurationError(
+                f"backend '{spec.name}' needs at least {spec.min_processes} processes; pass "
+                f"--num-processes {spec.min_processes}"
+            )
     if config.mixed_precision is not None:
         select_precision(config.mixed_precision)
 

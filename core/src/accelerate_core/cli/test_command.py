@@ -8,9 +8,6 @@ with the same weights, and evaluation must see each sample once. Exit code 0 on 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,44 +26,20 @@ def register(commands: Any, options: Sequence[LaunchOption]) -> None:
         allow_abbrev=False,
     )
     add_launch_arguments(parser, options)
-    parser.add_argument(
-        "--timeout", type=float, default=300.0, help="seconds before the run counts as hung"
-    )
     parser.set_defaults(run=run)
 
 
-def launch_arguments(args: argparse.Namespace) -> list[str]:
-    """The ``accel launch`` options equivalent to the parsed ones."""
-    forwarded: list[str] = []
-    if args.config_file is not None:
-        forwarded += ["--config-file", args.config_file]
-    if args.dry_run:
-        forwarded.append("--dry-run")
-    for option in args.launch_options:
-        value = getattr(args, option.dest, None)
-        if value is None:
-            continue
-        if option.type == "bool":
-            forwarded.append(f"--{option.name}" if value else f"--no-{option.name}")
-        else:
-            text = json.dumps(value) if option.type == "json" else str(value)
-            forwarded += [f"--{option.name}", text]
-    return forwarded
-
-
 def run(args: argparse.Namespace) -> int:
-    command = [
-        sys.executable, "-m", "accelerate_core", "launch", *launch_arguments(args),
-        str(TRAINING_CHECK),
-    ]  # fmt: skip
-    print("accel test: running " + " ".join(command[1:]), flush=True)
-    try:
-        result = subprocess.run(command, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        print(f"accel test: FAILED: no result within {args.timeout:.0f}s (hung?)")
-        return 1
-    if result.returncode == 0:
-        print("accel test: passed" if not args.dry_run else "accel test: dry run, nothing run")
+    """Launch the shipped training check exactly as ``accel launch`` would launch a script."""
+    from . import launch
+
+    print(f"accel test: accel launch ... {TRAINING_CHECK}", flush=True)
+    args.script, args.script_args, args.module = str(TRAINING_CHECK), [], False
+    code = launch.run(args)
+    if args.dry_run:
+        return code
+    if code == 0:
+        print("accel test: passed")
         return 0
-    print(f"accel test: FAILED (exit code {result.returncode}); the output above says why")
+    print(f"accel test: FAILED (exit code {code}); the output above says why")
     return 1
