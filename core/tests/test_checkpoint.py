@@ -136,12 +136,11 @@ def test_loading_never_unpickles_code(saved):
         def __reduce__(self):
             return (os.system, ("echo pwned > /dev/null",))
 
-    import zlib
+    from accelerate_core.checkpoint_io import file_record
 
     torch.save({"state": Payload()}, evil)
     manifest = json.loads((directory / "manifest.json").read_text())
-    data = evil.read_bytes()
-    manifest["files"]["optimizer_0.bin"] = {"size": len(data), "crc32": zlib.crc32(data)}
+    manifest["files"]["optimizer_0.bin"] = file_record(evil)  # a consistent, malicious file
     (directory / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="cannot be loaded safely"):
         accelerator.load_state(directory)

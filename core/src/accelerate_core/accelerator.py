@@ -18,13 +18,16 @@ from typing import Any
 import torch
 from torch.distributed.algorithms.join import Join, Joinable
 
-from . import collectives
+from . import checkpoint, collectives
+from .checkpoint import ProjectConfiguration
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
 from .kwargs_handlers import KwargsHandler
+from .launch_config import launch_plugin_options, launch_setting
 from .memory import release_memory
 from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
+from .model_files import write_model
 from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
 from .plugins import get_plugin_manager
@@ -71,11 +74,13 @@ class Accelerator:
         device_placement: move prepared models and every batch to ``self.device``.
         mixed_precision: ``"no"``, ``"fp16"``, ``"bf16"`` or a plugin's (``"fp8"``); default
             from ``ACCELERATE_CORE_MIXED_PRECISION`` else ``"no"``.
-        gradient_accumulation_steps: micro-batches per optimizer step (use ``accumulate``).
+        gradient_accumulation_steps: micro-batches per optimizer step (use ``accumulate``);
+            default from ``accel launch`` (``ACCELERATE_CORE_GRADIENT_ACCUMULATION_STEPS``) else 1.
         cpu: train on the CPU even when an accelerator is present.
         backend: an installed backend's name; default ``none`` for one process, ``ddp`` for
             several (``ACCELERATE_CORE_BACKEND`` also sets it).
-        backend_options: options for the backend's plugin (for DDP, ``find_unused_parameters``...).
+        backend_options: options for the backend's plugin (for DDP, ``find_unused_parameters``...),
+            merged over those given to ``accel launch`` (``--ddp-find-unused-parameters``).
         precision_options: options for the precision's plugin (``{"grad_scaler": {...}}``).
         kwargs_handlers: ``GradScalerKwargs`` / ``AutocastKwargs``, as in Hugging Face Accelerate.
         step_scheduler_with_optimizer: prepared schedulers step only when the optimizer did.
@@ -86,7 +91,8 @@ class Accelerator:
         dispatch_batches: iterable datasets are read by the main process, which sends each
             process its batches (the default for them; False is an error for them).
         timeout: process-group timeout for multi-process runs.
-        project_dir: where checkpoints and logs go.
+        project_dir: where checkpoints and logs go (``project_dir/checkpoints``).
+        project_config: ``ProjectConfiguration`` (project_dir, total_limit) as in HF.
         track_memory: sample this rank's memory into a run directory (``True``:
             ``project_dir/memory``); see ``track_memory`` and ``accel memory plot``.
     """
@@ -96,7 +102,7 @@ class Accelerator:
         device_placement: bool = True,
         split_batches: bool = False,
         mixed_precision: str | None = None,
-        gradient_accumulation_steps: int = 1,
+        gradient_accumulation_steps: int | None = None,
         cpu: bool | None = None,
         backend: str | None = None,
         backend_options: dict[str, Any] | None = None,
@@ -108,22 +114,31 @@ class Accelerator:
         timeout: timedelta | None = None,
         project_dir: str | None = None,
         track_memory: str | os.PathLike[str] | bool | None = None,
+        project_config: ProjectConfiguration | None = None,
     ) -> None:
-        steps = _check_accumulation_steps(gradient_accumulation_steps)
+        # Explicit arguments > accel launch > config file > defaults (launch_config.py).
+        steps = launch_setting("gradient_accumulation_steps", gradient_accumulation_steps)
+        steps = _check_accumulation_steps(1 if steps is None else steps)
         self.state = AcceleratorState(mixed_precision, cpu=cpu, backend=backend, timeout=timeout)
+        backend_options = launch_plugin_options("backend", self.state.backend, backend_options)
+        precision_options = launch_plugin_options(
+            "precision", self.state.mixed_precision, precision_options
+        )
         self.device_placement = device_placement
         self.split_batches = split_batches
         self.even_batches = even_batches
         self.dispatch_batches = dispatch_batches
         self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
-        self.project_dir = project_dir
+        self.project_configuration = project_config or ProjectConfiguration()
+        if project_dir is not None:
+            self.project_configuration.project_dir = str(project_dir)
         self.gradient_state = GradientState(steps)
         self.plugin_context = PluginContext(
             state=self.state,
             backend=self.state.backend,
             mixed_precision=self.state.mixed_precision,
             gradient_accumulation_steps=steps,
-            backend_options=dict(backend_options or {}),
+            backend_options=backend_options,
             precision_options=_precision_options(precision_options, kwargs_handlers),
         )
         self._resolve_plugin_callables()
@@ -131,6 +146,7 @@ class Accelerator:
         self._optimizers: list[AcceleratedOptimizer] = []
         self._schedulers: list[AcceleratedScheduler] = []
         self._dataloaders: list[DataLoaderShard] = []
+        self._custom_objects: list[Any] = []
         self.memory_tracker: MemoryTracker | None = None
         if track_memory:
             self.track_memory(None if track_memory is True else track_memory)
@@ -495,15 +511,68 @@ class Accelerator:
 
     def get_state_dict(self, model: torch.nn.Module, unwrap: bool = True) -> dict[str, Any]:
         """The full state dict of a prepared model, gathered by the backend when sharded."""
-        state = self._manager.call_owner(
-            "accelerate_core_get_state_dict",
-            self.state.backend_owner,
-            model=model,
-            context=self.plugin_context,
-        )
-        if state is not None:
-            return state
-        return (self.unwrap_model(model) if unwrap else model).state_dict()
+        if not unwrap:
+            return model.state_dict()
+        return checkpoint.full_state_dict(model, self.plugin_context)
+
+    def save_model(
+        self,
+        model: torch.nn.Module,
+        save_directory: str | os.PathLike[str],
+        max_shard_size: int | str = "10GB",
+        safe_serialization: bool = True,
+    ) -> None:
+        """Write the model's full weights once (main process), as loadable (sharded) files."""
+        state = self.get_state_dict(model)
+        if self.is_main_process:
+            write_model(state, save_directory, max_shard_size, safe_serialization)
+        self.wait_for_everyone()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def project_dir(self) -> str | None:
+        return self.project_configuration.project_dir
+
+    def register_for_checkpointing(self, *objects: Any) -> None:
+        """Save and restore these objects (anything with ``state_dict``/``load_state_dict``)."""
+        for obj in objects:
+            if not (
+                callable(getattr(obj, "state_dict", None))
+                and callable(getattr(obj, "load_state_dict", None))
+            ):
+                raise TypeError(
+                    f"register_for_checkpointing() needs objects with state_dict() and "
+                    f"load_state_dict(); {type(obj).__qualname__} has not both"
+                )
+        self._custom_objects.extend(objects)
+
+    def save_state(self, output_dir: str | os.PathLike[str] | None = None) -> str:
+        """Checkpoint everything needed to continue this run exactly; returns the directory.
+
+        Without ``output_dir``: ``project_dir/checkpoints/checkpoint_<n>``, keeping at most
+        ``ProjectConfiguration.total_limit`` of them. Written atomically (see ``checkpoint``).
+        """
+        return str(checkpoint.save_state(self, output_dir))
+
+    def load_state(self, input_dir: str | os.PathLike[str] | None = None) -> str:
+        """Restore a checkpoint (default: the latest complete one under ``project_dir``).
+
+        Prepare the same objects first. Prepared dataloaders then continue on their own from the
+        next unseen batch of the saved epoch.
+        """
+        return str(checkpoint.load_state(self, input_dir))
+
+    def skip_first_batches(self, dataloader: Any, num_batches: int = 0) -> Any:
+        """Start the next pass over ``dataloader`` at batch ``num_batches`` of this epoch.
+
+        For scripts that track their position themselves (the Hugging Face way). Prepared
+        loaders already resume on their own after ``load_state``; skipping the same number of
+        batches again is then the same position, not twice as far.
+        """
+        if not isinstance(dataloader, DataLoaderShard):
+            dataloader = DataLoaderShard(dataloader, self.gradient_state, None)
+        return dataloader.skip_batches(num_batches)
 
     # ------------------------------------------------------------------ collectives
 

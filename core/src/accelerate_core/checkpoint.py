@@ -16,7 +16,6 @@ import random
 import re
 import secrets
 import shutil
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,15 +29,16 @@ import torch
 from . import collectives
 from .checkpoint_io import (
     MANIFEST,
-    object_from_bytes,
-    object_to_bytes,
+    Record,
+    Verification,
+    file_record,
     read_manifest,
-    read_verified,
+    read_object,
+    read_tensors,
     replace_directory,
-    tensors_from_bytes,
-    tensors_to_bytes,
-    write_bytes,
     write_json,
+    write_object,
+    write_tensors,
 )
 from .errors import CheckpointError
 from .plugins import get_plugin_manager
@@ -72,11 +72,11 @@ class ProjectConfiguration:
 
 # --------------------------------------------------------------------------- records
 
-_RECORDS: dict[str, dict[str, int]] | None = None
+_RECORDS: dict[str, Record] | None = None
 
 
 @contextmanager
-def _recording() -> Iterator[dict[str, dict[str, int]]]:
+def _recording() -> Iterator[dict[str, Record]]:
     global _RECORDS
     _RECORDS = {}
     try:
@@ -85,20 +85,36 @@ def _recording() -> Iterator[dict[str, dict[str, int]]]:
         _RECORDS = None
 
 
-def put_bytes(directory: Path, name: str, data: bytes) -> None:
-    """Write one checkpoint file and record its size and checksum for the manifest."""
-    record = write_bytes(directory / name, data)
+def _remember(name: str, record: Record) -> None:
     if _RECORDS is not None:
         _RECORDS[name] = record
 
 
+def put_tensors(directory: Path, name: str, tensors: dict[str, torch.Tensor]) -> None:
+    """Write one safetensors file and record its size and checksum for the manifest."""
+    _remember(name, write_tensors(directory / name, tensors))
+
+
 def put_object(directory: Path, name: str, obj: Any) -> None:
-    put_bytes(directory, name, object_to_bytes(obj))
+    """Write one ``torch.save`` file (loaded back with weights_only) and record it."""
+    _remember(name, write_object(directory / name, obj))
+
+
+def _listed(directory: Path, name: str, manifest: dict[str, Any]) -> Path:
+    if name not in manifest["files"]:
+        raise CheckpointError(
+            f"{name} is not listed in {directory / MANIFEST}; the checkpoint is incomplete or "
+            "was altered"
+        )
+    return directory / name
 
 
 def get_object(directory: Path, name: str, manifest: dict[str, Any]) -> Any:
-    return object_from_bytes(read_verified(directory / name, manifest["files"].get(name)),
-                             directory / name)  # fmt: skip
+    return read_object(_listed(directory, name, manifest))
+
+
+def get_tensors(directory: Path, name: str, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
+    return read_tensors(_listed(directory, name, manifest))
 
 
 # --------------------------------------------------------------------------- model state
@@ -126,8 +142,7 @@ def save_replicated(objects: dict[str, Any], directory: Path, context: PluginCon
     if context.state.is_main_process:
         for name, obj in objects.items():
             if name.startswith("model_"):
-                put_bytes(directory, f"{name}.safetensors",
-                          tensors_to_bytes(full_state_dict(obj, context)))  # fmt: skip
+                put_tensors(directory, f"{name}.safetensors", full_state_dict(obj, context))
             else:
                 put_object(directory, f"{name}.bin", obj.state_dict())
     return list(objects)
@@ -137,8 +152,7 @@ def load_replicated(objects: dict[str, Any], directory: Path, context: PluginCon
     manifest = read_manifest(directory)
     for name, obj in objects.items():
         if name.startswith("model_"):
-            file = directory / f"{name}.safetensors"
-            tensors = tensors_from_bytes(read_verified(file, manifest["files"].get(file.name)))
+            tensors = get_tensors(directory, f"{name}.safetensors", manifest)
             unwrap(obj, context).load_state_dict(tensors)
         else:
             obj.load_state_dict(get_object(directory, f"{name}.bin", manifest))
@@ -270,7 +284,7 @@ def save_state(accelerator: Accelerator, output_dir: str | os.PathLike[str] | No
         if mid_cycle:
             for i, model in enumerate(accelerator._models):
                 grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-                put_bytes(tmp, f"grads_{rank}_model_{i}.safetensors", tensors_to_bytes(grads))
+                put_tensors(tmp, f"grads_{rank}_model_{i}.safetensors", grads)
         if state.is_main_process:
             for i, scheduler in enumerate(accelerator._schedulers):
                 put_object(tmp, f"scheduler_{i}.bin", scheduler.state_dict())
@@ -289,8 +303,7 @@ def save_state(accelerator: Accelerator, output_dir: str | os.PathLike[str] | No
         for path in sorted(tmp.rglob("*")):  # files a backend wrote with its own writer
             name = path.relative_to(tmp).as_posix()
             if path.is_file() and name not in files:
-                data = path.read_bytes()
-                files[name] = {"size": len(data), "crc32": zlib.crc32(data) & 0xFFFFFFFF}
+                files[name] = file_record(path)
         write_json(tmp / MANIFEST, {
             "format": FORMAT,
             "created": datetime.now(timezone.utc).isoformat(),
@@ -348,10 +361,21 @@ def _check_fits(accelerator: Accelerator, manifest: dict[str, Any], directory: P
 def load_state(accelerator: Accelerator, input_dir: str | os.PathLike[str] | None = None) -> Path:
     """Restore a checkpoint written by ``save_state``; returns its directory."""
     directory = (
-        latest_checkpoint(checkpoints_root(accelerator)) if input_dir is None else (Path(input_dir))
+        latest_checkpoint(checkpoints_root(accelerator)) if input_dir is None else Path(input_dir)
     )
     manifest = read_manifest(directory)
     _check_fits(accelerator, manifest, directory)
+    verification = Verification(directory, manifest["files"])
+    try:
+        _load_everything(accelerator, directory, manifest)
+    except Exception:
+        verification.check()  # a corrupt file explains the failure better than its symptom
+        raise
+    verification.check()
+    return directory
+
+
+def _load_everything(accelerator: Accelerator, directory: Path, manifest: dict[str, Any]) -> None:
     state = accelerator.state
     get_plugin_manager().call_owner(
         "accelerate_core_load_state", state.backend_owner, objects=_objects(accelerator),
@@ -372,11 +396,10 @@ def load_state(accelerator: Accelerator, input_dir: str | os.PathLike[str] | Non
         name = f"grads_{rank}_model_{i}.safetensors"
         parameters = dict(model.named_parameters())
         if accumulation["mid_cycle"]:
-            grads = tensors_from_bytes(read_verified(directory / name, manifest["files"].get(name)))
+            grads = get_tensors(directory, name, manifest)
             for param_name, grad in grads.items():
                 parameters[param_name].grad = grad.to(parameters[param_name].device)
         else:
             for parameter in parameters.values():
                 parameter.grad = None
     restore_rng(accelerator, get_object(directory, f"random_states_{rank}.bin", manifest))
-    return directory

@@ -1,70 +1,80 @@
 """Checkpoint file I/O: safe formats, sizes and checksums, atomic directories.
 
 Model weights go to safetensors; every other object through ``torch.save`` and back with
-``weights_only=True``, so loading a checkpoint never runs pickled code. Every file's size and
-CRC32 are recorded as it is written (the checksum runs in a second thread while the bytes are
-written, so it costs next to no time) and checked before anything is loaded.
+``weights_only=True``, so loading a checkpoint never runs pickled code. Files are written
+straight to disk by those libraries (no extra copy in memory); each file's size and XXH3-64
+checksum are then recorded, hashed through a memory map at memory speed. On load, presence and
+sizes are checked before anything is read, and the checksums in a second thread while loading
+runs; a mismatch raises before ``load_state`` returns.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import mmap
 import os
+import shutil
 import threading
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+import xxhash
 
 from .errors import CheckpointError
 
 MANIFEST = "manifest.json"
+Record = dict[str, Any]
 
 
-def _crc32(data: memoryview, out: list[int]) -> None:
-    out.append(zlib.crc32(data) & 0xFFFFFFFF)
+def file_record(path: Path) -> Record:
+    """Size and XXH3-64 of ``path`` (hashed through mmap: the page cache is not copied)."""
+    size = path.stat().st_size
+    if size == 0:
+        return {"size": 0, "xxh3_64": xxhash.xxh3_64_hexdigest(b"")}
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return {"size": size, "xxh3_64": xxhash.xxh3_64_hexdigest(view)}
 
 
-def write_bytes(path: Path, data: bytes | memoryview) -> dict[str, int]:
-    """Write ``data`` to ``path``; return its size and CRC32 (computed while writing)."""
-    view = memoryview(data)
-    checksum: list[int] = []
-    worker = threading.Thread(target=_crc32, args=(view, checksum))
-    worker.start()
-    with open(path, "wb") as f:
-        f.write(view)
-    worker.join()
-    return {"size": len(view), "crc32": checksum[0]}
+class Verification:
+    """Checks a checkpoint's files against its manifest: sizes now, checksums in a thread."""
+
+    def __init__(self, directory: Path, files: Mapping[str, Record]) -> None:
+        self.directory = directory
+        for name, record in files.items():
+            path = directory / name
+            if not path.exists():
+                raise CheckpointError(
+                    f"checkpoint file {path} is missing; the checkpoint is incomplete"
+                )
+            size = path.stat().st_size
+            if size != record["size"]:
+                raise CheckpointError(
+                    f"checkpoint file {path} has {size} bytes, the manifest says "
+                    f"{record['size']}: it is truncated or was replaced; use another checkpoint"
+                )
+        self._corrupt: list[str] = []
+        self._thread = threading.Thread(target=self._hash_all, args=(dict(files),), daemon=True)
+        self._thread.start()
+
+    def _hash_all(self, files: dict[str, Record]) -> None:
+        for name, record in files.items():
+            if file_record(self.directory / name)["xxh3_64"] != record["xxh3_64"]:
+                self._corrupt.append(name)
+
+    def check(self) -> None:
+        """Wait for the checksums; raise naming the first corrupt file."""
+        self._thread.join()
+        if self._corrupt:
+            raise CheckpointError(
+                f"checkpoint file {self.directory / self._corrupt[0]} is corrupt (checksum "
+                "mismatch); use another checkpoint"
+            )
 
 
-def read_verified(path: Path, record: Mapping[str, int] | None) -> bytes:
-    """The bytes of ``path``, after checking them against their manifest record."""
-    if not path.exists():
-        raise CheckpointError(f"checkpoint file {path} is missing; the checkpoint is incomplete")
-    data = path.read_bytes()
-    if record is None:
-        raise CheckpointError(
-            f"{path.name} is not listed in {path.parent / MANIFEST}; the checkpoint was altered"
-        )
-    if len(data) != record["size"]:
-        raise CheckpointError(
-            f"checkpoint file {path} has {len(data)} bytes, the manifest says {record['size']}: "
-            "it is truncated or was replaced; use another checkpoint"
-        )
-    if zlib.crc32(data) & 0xFFFFFFFF != record["crc32"]:
-        raise CheckpointError(
-            f"checkpoint file {path} is corrupt (checksum mismatch); use another checkpoint"
-        )
-    return data
-
-
-def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
-    """safetensors bytes of ``tensors`` (shared or non-contiguous storage handled by copying)."""
-    from safetensors.torch import save
-
+def _storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU, contiguous tensors with no shared storage (what safetensors accepts)."""
     seen: set[tuple[int, int]] = set()
     prepared = {}
     for name, tensor in tensors.items():
@@ -74,24 +84,30 @@ def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
             tensor = tensor.clone().contiguous()
         seen.add(key)
         prepared[name] = tensor
-    return save(prepared)
+    return prepared
 
 
-def tensors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
+def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> Record:
+    from safetensors.torch import save_file
 
-    return load(data)
-
-
-def object_to_bytes(obj: Any) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
+    save_file(_storable(tensors), path)
+    return file_record(path)
 
 
-def object_from_bytes(data: bytes, path: Path) -> Any:
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def write_object(path: Path, obj: Any) -> Record:
+    torch.save(obj, path)
+    return file_record(path)
+
+
+def read_object(path: Path) -> Any:
     try:
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
     except Exception as exc:
         raise CheckpointError(
             f"{path} cannot be loaded safely (weights_only=True): {exc}. Only tensors, numbers, "
@@ -99,8 +115,8 @@ def object_from_bytes(data: bytes, path: Path) -> Any:
         ) from exc
 
 
-def write_json(path: Path, obj: Any) -> dict[str, int]:
-    return write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode())
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True))
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -124,12 +140,6 @@ def replace_directory(source: Path, target: Path) -> None:
         trash = target.with_name(f".trash-{target.name}-{os.getpid()}")
         os.replace(target, trash)
         os.replace(source, target)
-        _remove_tree(trash)
+        shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(source, target)
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint_io import object_to_bytes, tensors_to_bytes, write_bytes
+from .checkpoint_io import write_object, write_tensors
 
 UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
@@ -66,12 +66,10 @@ def write_model(
         stale.unlink()
     written = []
     for name, shard in zip(names, shards):
-        data = (
-            tensors_to_bytes(shard)
-            if safe_serialization
-            else object_to_bytes({k: v.detach().cpu().contiguous() for k, v in shard.items()})
-        )
-        write_bytes(directory / name, data)
+        if safe_serialization:
+            write_tensors(directory / name, shard)
+        else:
+            write_object(directory / name, {k: v.detach().cpu() for k, v in shard.items()})
         written.append(directory / name)
     if len(shards) > 1:
         index = {
