@@ -140,6 +140,7 @@ class Accelerator:
             gradient_accumulation_steps=steps,
             backend_options=backend_options,
             precision_options=_precision_options(precision_options, kwargs_handlers),
+            gradient_state=self.gradient_state,
         )
         self._resolve_plugin_callables()
         self._models: list[torch.nn.Module] = []

@@ -115,6 +115,8 @@ class PluginContext:
         gradient_accumulation_steps: micro-steps per optimizer step.
         backend_options: user options for the backend (``Accelerator(backend_options=...)``).
         precision_options: user options for the precision (``Accelerator(precision_options=...)``).
+        gradient_state: the live accumulation state (``sync_gradients``, ``end_of_dataloader``):
+            engines that own accumulation boundaries (DeepSpeed) read it on each step.
     """
 
     state: Any
@@ -123,6 +125,7 @@ class PluginContext:
     gradient_accumulation_steps: int = 1
     backend_options: dict[str, Any] = field(default_factory=dict)
     precision_options: dict[str, Any] = field(default_factory=dict)
+    gradient_state: Any = None
 
     @property
     def device(self) -> Any:
