@@ -96,6 +96,14 @@ def _check_trailing(name: str, signatures: list[list[Any]], index: int) -> None:
             )
 
 
+def _require_identical(name: str, signatures: list[list[Any]], index: int) -> None:
+    if any(s[index] != signatures[0][index] for s in signatures):
+        shapes = ", ".join(f"rank {r}: {s[index]}" for r, s in enumerate(signatures))
+        raise CollectiveError(
+            f"{name}: every process must pass tensors of the same shape and dtype ({shapes})"
+        )
+
+
 def _all_gather_padded(name: str, tensor: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
     """All-gather tensors whose first dimensions are ``lengths``; returns them trimmed."""
     longest = max(lengths)
@@ -154,9 +162,7 @@ def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0) -> Any:
     tensors, signatures = _exchange_signatures("reduce", obj)
     reduced = []
     for index, tensor in enumerate(tensors):
-        if any(s[index] != signatures[0][index] for s in signatures):
-            shapes = ", ".join(f"rank {r}: {s[index]}" for r, s in enumerate(signatures))
-            raise CollectiveError(f"reduce: tensors must match on every process ({shapes})")
+        _require_identical("reduce", signatures, index)
         work = tensor.detach().clone()
         if work.dtype in (torch.bfloat16, torch.float16, torch.bool):
             work = work.float()  # gloo cannot reduce these; reduce in fp32 and cast back
@@ -175,11 +181,7 @@ def broadcast(obj: Any, from_process: int = 0) -> Any:
     tensors, signatures = _exchange_signatures("broadcast", obj)
     out = []
     for index, tensor in enumerate(tensors):
-        if any(s[index] != signatures[from_process][index] for s in signatures):
-            shapes = ", ".join(f"rank {r}: {s[index]}" for r, s in enumerate(signatures))
-            raise CollectiveError(
-                f"broadcast: every process must pass a tensor of the source's shape ({shapes})"
-            )
+        _require_identical("broadcast", signatures, index)
         work = tensor.detach().clone().contiguous()
         run_collective("broadcast", lambda w=work: dist.broadcast(w, src=from_process))
         out.append(work)
