@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import Version
 
 from . import hookspecs
 from .errors import PluginConflictError, PluginError, PluginNotInstalledError
@@ -94,6 +92,8 @@ def incompatibility(distribution: str, core: str | None = None) -> str | None:
 
     Checked from metadata before the plugin is imported, so an incompatible plugin never crashes.
     """
+    from packaging.requirements import InvalidRequirement, Requirement  # ~40 ms: only when used
+    from packaging.version import Version
     core = core or core_version()
     try:
         requires = importlib_metadata.requires(distribution) or []
