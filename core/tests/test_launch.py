@@ -33,7 +33,7 @@ def accel(
     *args: str, cwd: Path, timeout: float = 90.0
 ) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``accel ARGS`` in a new session (killed whole on timeout); return it and its time."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "accelerate_core", *args],
@@ -73,14 +73,14 @@ if environment.world_size > 1:
     total = torch.ones(1)
     dist.all_reduce(total)
     assert int(total.item()) == dist.get_world_size()
-print("REPORT " + json.dumps({
+sys.stdout.write("REPORT " + json.dumps({
     "rank": environment.rank,
     "world": environment.world_size,
     "source": environment.source,
     "argv": sys.argv[1:],
     "name": __name__,
     "env": {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE_CORE_")},
-}), flush=True)
+}) + "\\n")  # one write call: torchrun runs python -u
 """
 
 
