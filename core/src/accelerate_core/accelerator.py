@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch.distributed.algorithms.join import Join, Joinable
 
-from . import collectives
+from . import checkpoint, collectives
+from .checkpoint import ProjectConfiguration
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
@@ -26,6 +27,7 @@ from .kwargs_handlers import KwargsHandler
 from .launch_config import launch_plugin_options, launch_setting
 from .memory import release_memory
 from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
+from .model_files import write_model
 from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
 from .plugins import get_plugin_manager
@@ -89,7 +91,8 @@ class Accelerator:
         dispatch_batches: iterable datasets are read by the main process, which sends each
             process its batches (the default for them; False is an error for them).
         timeout: process-group timeout for multi-process runs.
-        project_dir: where checkpoints and logs go.
+        project_dir: where checkpoints and logs go (``project_dir/checkpoints``).
+        project_config: ``ProjectConfiguration`` (project_dir, total_limit) as in HF.
         track_memory: sample this rank's memory into a run directory (``True``:
             ``project_dir/memory``); see ``track_memory`` and ``accel memory plot``.
     """
@@ -111,6 +114,7 @@ class Accelerator:
         timeout: timedelta | None = None,
         project_dir: str | None = None,
         track_memory: str | os.PathLike[str] | bool | None = None,
+        project_config: ProjectConfiguration | None = None,
     ) -> None:
         # Explicit arguments > accel launch > config file > defaults (launch_config.py).
         steps = launch_setting("gradient_accumulation_steps", gradient_accumulation_steps)
@@ -125,7 +129,9 @@ class Accelerator:
         self.even_batches = even_batches
         self.dispatch_batches = dispatch_batches
         self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
-        self.project_dir = project_dir
+        self.project_configuration = project_config or ProjectConfiguration()
+        if project_dir is not None:
+            self.project_configuration.project_dir = str(project_dir)
         self.gradient_state = GradientState(steps)
         self.plugin_context = PluginContext(
             state=self.state,
@@ -134,12 +140,14 @@ class Accelerator:
             gradient_accumulation_steps=steps,
             backend_options=backend_options,
             precision_options=_precision_options(precision_options, kwargs_handlers),
+            gradient_state=self.gradient_state,
         )
         self._resolve_plugin_callables()
         self._models: list[torch.nn.Module] = []
         self._optimizers: list[AcceleratedOptimizer] = []
         self._schedulers: list[AcceleratedScheduler] = []
         self._dataloaders: list[DataLoaderShard] = []
+        self._custom_objects: list[Any] = []
         self.memory_tracker: MemoryTracker | None = None
         if track_memory:
             self.track_memory(None if track_memory is True else track_memory)
@@ -504,15 +512,68 @@ class Accelerator:
 
     def get_state_dict(self, model: torch.nn.Module, unwrap: bool = True) -> dict[str, Any]:
         """The full state dict of a prepared model, gathered by the backend when sharded."""
-        state = self._manager.call_owner(
-            "accelerate_core_get_state_dict",
-            self.state.backend_owner,
-            model=model,
-            context=self.plugin_context,
-        )
-        if state is not None:
-            return state
-        return (self.unwrap_model(model) if unwrap else model).state_dict()
+        if not unwrap:
+            return model.state_dict()
+        return checkpoint.full_state_dict(model, self.plugin_context)
+
+    def save_model(
+        self,
+        model: torch.nn.Module,
+        save_directory: str | os.PathLike[str],
+        max_shard_size: int | str = "10GB",
+        safe_serialization: bool = True,
+    ) -> None:
+        """Write the model's full weights once (main process), as loadable (sharded) files."""
+        state = self.get_state_dict(model)
+        if self.is_main_process:
+            write_model(state, save_directory, max_shard_size, safe_serialization)
+        self.wait_for_everyone()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @property
+    def project_dir(self) -> str | None:
+        return self.project_configuration.project_dir
+
+    def register_for_checkpointing(self, *objects: Any) -> None:
+        """Save and restore these objects (anything with ``state_dict``/``load_state_dict``)."""
+        for obj in objects:
+            if not (
+                callable(getattr(obj, "state_dict", None))
+                and callable(getattr(obj, "load_state_dict", None))
+            ):
+                raise TypeError(
+                    f"register_for_checkpointing() needs objects with state_dict() and "
+                    f"load_state_dict(); {type(obj).__qualname__} has not both"
+                )
+        self._custom_objects.extend(objects)
+
+    def save_state(self, output_dir: str | os.PathLike[str] | None = None) -> str:
+        """Checkpoint everything needed to continue this run exactly; returns the directory.
+
+        Without ``output_dir``: ``project_dir/checkpoints/checkpoint_<n>``, keeping at most
+        ``ProjectConfiguration.total_limit`` of them. Written atomically (see ``checkpoint``).
+        """
+        return str(checkpoint.save_state(self, output_dir))
+
+    def load_state(self, input_dir: str | os.PathLike[str] | None = None) -> str:
+        """Restore a checkpoint (default: the latest complete one under ``project_dir``).
+
+        Prepare the same objects first. Prepared dataloaders then continue on their own from the
+        next unseen batch of the saved epoch.
+        """
+        return str(checkpoint.load_state(self, input_dir))
+
+    def skip_first_batches(self, dataloader: Any, num_batches: int = 0) -> Any:
+        """Start the next pass over ``dataloader`` at batch ``num_batches`` of this epoch.
+
+        For scripts that track their position themselves (the Hugging Face way). Prepared
+        loaders already resume on their own after ``load_state``; skipping the same number of
+        batches again is then the same position, not twice as far.
+        """
+        if not isinstance(dataloader, DataLoaderShard):
+            dataloader = DataLoaderShard(dataloader, self.gradient_state, None)
+        return dataloader.skip_batches(num_batches)
 
     # ------------------------------------------------------------------ collectives
 
