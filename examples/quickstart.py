@@ -18,7 +18,7 @@ from accelerate_core import Accelerator, set_seed
 def main() -> float:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=None)  # launch's
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--cpu", action="store_true")
     args = parser.parse_args()
