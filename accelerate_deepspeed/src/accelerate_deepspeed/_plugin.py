@@ -1,0 +1,102 @@
+"""Hook implementations of the ``deepspeed`` backend.
+
+Deliberately tiny: loading it imports neither DeepSpeed nor the modules that use it. The hook
+bodies import ``runtime`` (which imports DeepSpeed) only once ``deepspeed`` was selected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accelerate_core import BackendSpec, LaunchOption, hookimpl
+
+NAME = "deepspeed"
+
+
+@hookimpl
+def accelerate_core_backends() -> list[BackendSpec]:
+    return [
+        BackendSpec(
+            NAME,
+            "DeepSpeed ZeRO 0-3 engine (partitioned optimizer/gradients/parameters, offload)",
+            owns_precision=True,
+            places_models=True,
+        )
+    ]
+
+
+def _runtime(context: Any) -> Any:
+    from .runtime import runtime_for
+
+    return runtime_for(context)
+
+
+@hookimpl
+def accelerate_core_wrap(request: Any, context: Any) -> Any:
+    return _runtime(context).wrap(request)
+
+
+@hookimpl
+def accelerate_core_unwrap_model(model: Any) -> Any:
+    from .runtime import is_engine
+
+    return model.module if is_engine(model) else model
+
+
+@hookimpl
+def accelerate_core_backward(context: Any, scaler: Any) -> Any:
+    # Asked at Accelerator creation: a missing DeepSpeed or a bad option fails here, on every rank.
+    return _runtime(context).backward_function()
+
+
+@hookimpl
+def accelerate_core_no_sync(context: Any) -> Any:
+    from .runtime import no_sync
+
+    return no_sync
+
+
+@hookimpl
+def accelerate_core_clip_grad_norm(context: Any) -> Any:
+    return _runtime(context).clip_function()
+
+
+@hookimpl
+def accelerate_core_clip_grad_value(context: Any) -> Any:
+    from .runtime import clip_by_value
+
+    return clip_by_value
+
+
+@hookimpl
+def accelerate_core_optimizer_step(context: Any, scaler: Any) -> Any:
+    return _runtime(context).step
+
+
+@hookimpl
+def accelerate_core_get_state_dict(model: Any, context: Any) -> Any:
+    from .checkpointing import full_state_dict
+
+    return full_state_dict(model, context)
+
+
+@hookimpl
+def accelerate_core_save_state(objects: dict, directory: str, context: Any) -> list[str]:
+    from .checkpointing import save_state
+
+    return save_state(objects, directory, context)
+
+
+@hookimpl
+def accelerate_core_load_state(objects: dict, directory: str, context: Any) -> list[str]:
+    from .checkpointing import load_state
+
+    return load_state(objects, directory, context)
+
+
+@hookimpl
+def accelerate_core_launch_options() -> list[LaunchOption]:
+    """``accel launch --zero-stage N --deepspeed-config FILE ...``; they reach backend_options."""
+    from .options import launch_options
+
+    return launch_options()

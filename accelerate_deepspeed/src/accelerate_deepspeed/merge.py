@@ -1,0 +1,105 @@
+"""``accel-merge-weights``: a DeepSpeed (ZeRO) checkpoint to full fp32 safetensors, offline.
+
+Runs on one process without GPUs: DeepSpeed's ``zero_to_fp32`` reassembles the fp32 master
+weights from every rank's partitions. Accepts a ``save_state`` directory of accelerate-core (the
+engine is its ``model_0/``), a DeepSpeed ``save_checkpoint`` directory (tag from ``latest``), or
+one tag directory. (The core's ``accel`` CLI has no extension hook, so this is its own command.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+MODEL_STATES = "mp_rank_00_model_states.pt"
+
+
+def find_checkpoint(path: str | os.PathLike[str], tag: str | None = None) -> tuple[Path, str]:
+    """``(checkpoint_dir, tag)`` of the DeepSpeed checkpoint at ``path``; clear error if none."""
+    path = Path(path)
+    if tag is not None:
+        if not (path / tag / MODEL_STATES).is_file():
+            raise FileNotFoundError(f"{path / tag} holds no DeepSpeed checkpoint ({MODEL_STATES})")
+        return path, tag
+    if (path / MODEL_STATES).is_file():
+        return path.parent, path.name
+    latest = path / "latest"
+    if latest.is_file():
+        return path, latest.read_text().strip()
+    tags = (
+        sorted(p.name for p in path.iterdir() if (p / MODEL_STATES).is_file())
+        if (path.is_dir())
+        else []
+    )
+    if len(tags) == 1:
+        return path, tags[0]
+    if not tags:
+        raise FileNotFoundError(
+            f"{path} holds no DeepSpeed checkpoint: expected a save_state() directory of backend "
+            f"'deepspeed', a DeepSpeed checkpoint with a 'latest' file, or a directory with "
+            f"{MODEL_STATES}"
+        )
+    raise FileNotFoundError(
+        f"{path} holds several DeepSpeed checkpoints ({', '.join(tags)}); choose one with --tag"
+    )
+
+
+def fp32_state_dict(path: str | os.PathLike[str], tag: str | None = None) -> dict[str, Any]:
+    """The full fp32 weights of the checkpoint at ``path`` (ZeRO 0-3), on the CPU."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # offline: never touch a GPU
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    directory, tag = find_checkpoint(path, tag)
+    if not any((directory / tag).glob("*optim_states.pt")):  # ZeRO stage 0: the module as is
+        states = torch.load(directory / tag / MODEL_STATES, map_location="cpu", weights_only=False)
+        return {k: v.float() if v.is_floating_point() else v for k, v in states["module"].items()}
+    return dict(get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=tag))
+
+
+def merge_weights(
+    checkpoint: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    tag: str | None = None,
+    max_shard_size: int | str = "10GB",
+    safe_serialization: bool = True,
+) -> list[Path]:
+    """Write the checkpoint's fp32 weights as ``model.safetensors`` (sharded when large)."""
+    from accelerate_core.model_files import write_model
+
+    state = fp32_state_dict(checkpoint, tag)
+    return write_model(
+        {k: v.contiguous() for k, v in state.items()}, output_dir, max_shard_size,
+        safe_serialization,
+    )  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="accel-merge-weights",
+        description="Merge a DeepSpeed ZeRO checkpoint into full fp32 safetensors (offline).",
+    )
+    parser.add_argument("checkpoint", help="save_state() directory or DeepSpeed checkpoint")
+    parser.add_argument("output_dir", help="where model.safetensors (and its index) go")
+    parser.add_argument("--tag", help="checkpoint tag (default: model_0 / 'latest' / the only)")
+    parser.add_argument("--max-shard-size", default="10GB", help="largest file (default 10GB)")
+    parser.add_argument("--bin", action="store_true", help="write pytorch_model.bin instead")
+    args = parser.parse_args(argv)
+    try:
+        files = merge_weights(
+            args.checkpoint, args.output_dir, args.tag, args.max_shard_size, not args.bin
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"accel-merge-weights: error: {exc}", file=sys.stderr)
+        return 2
+    for file in files:
+        print(file)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
