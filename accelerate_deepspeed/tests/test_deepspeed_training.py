@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import deepspeed_recipes as R
 import pytest
+import torch
 
 from accelerate_core.testing import run_distributed
 
@@ -71,3 +72,165 @@ def test_zero_stages_match_hand_written_ddp_and_partition_state():
         assert 0.45 < ratio < 0.56, ratio  # parameters partitioned under ZeRO-3
         ratio = rank_results["3"]["optimizer_bytes"] / base["optimizer_bytes"]
         assert 0.45 < ratio < 0.56, ratio
+
+
+def config_objects_precision_and_clipping() -> dict[str, object]:
+    """Optimizer/scheduler from the DeepSpeed config ("auto" filled), bf16, clipping errors."""
+    import contextlib
+    import io
+
+    from accelerate_core import ConfigurationError
+    from accelerate_deepspeed import DummyOptim, DummyScheduler, resolved_config
+
+    out: dict[str, object] = {}
+    # 1. The config's AdamW and StepLR, every value the library knows left "auto".
+    config = {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_optimization": {"stage": 2, "reduce_bucket_size": "auto"},
+        "optimizer": {
+            "type": "AdamW",
+            "params": {"lr": "auto", "weight_decay": "auto", "torch_adam": True},
+        },
+        "scheduler": {"type": "StepLR", "params": {"step_size": "auto", "gamma": R.GAMMA}},
+    }
+    accelerator = R.new_accelerator(
+        backend_options={"config": config, "gradient_clipping": R.MAX_NORM, "print_config": True}
+    )
+    model, _, _, inputs, targets = R.build()
+    optimizer = DummyOptim(model.parameters(), lr=R.LR, weight_decay=0.01)
+    scheduler = DummyScheduler(optimizer, step_size=R.STEP_SIZE)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        model, optimizer, scheduler, data = accelerator.prepare(
+            model, optimizer, scheduler, R.loader(inputs, targets)
+        )
+    out["printed"] = printed.getvalue()
+    out["resolved"] = resolved_config(model)
+    out["optimizer"] = type(model.optimizer.optimizer).__name__
+    R.train(accelerator, model, optimizer, scheduler, data)
+    out["lr"] = scheduler.get_last_lr()[0]
+    config_weights = {k: v.clone() for k, v in accelerator.get_state_dict(model).items()}
+
+    # 2. A DeepSpeed scheduler (WarmupLR) whose warmup comes from DummyScheduler.
+    warmup = {
+        "zero_optimization": {"stage": 1},
+        "optimizer": {"type": "AdamW", "params": {"lr": 0.1, "torch_adam": True}},
+        "scheduler": {
+            "type": "WarmupLR",
+            "params": {"warmup_max_lr": "auto", "warmup_min_lr": "auto",
+                       "warmup_num_steps": "auto", "warmup_type": "linear"},
+        },
+    }  # fmt: skip
+    accelerator = R.new_accelerator(backend_options={"config": warmup})
+    model, _, _, inputs, targets = R.build()
+    optimizer = DummyOptim(model.parameters())
+    scheduler = DummyScheduler(optimizer, warmup_num_steps=4)
+    model, optimizer, scheduler, data = accelerator.prepare(
+        model, optimizer, scheduler, R.loader(inputs, targets)
+    )
+    lrs = []
+    for x, y in data:
+        with accelerator.accumulate(model):
+            accelerator.backward(torch.nn.functional.mse_loss(model(x), y))
+            optimizer.step()
+            scheduler.step()
+            if accelerator.sync_gradients:
+                lrs.append(scheduler.get_last_lr()[0])
+    out["warmup_lrs"] = lrs
+
+    # 3. bf16 belongs to the engine: no autocast, no scaler of the core; parameters in bf16.
+    accelerator = R.new_accelerator(mixed_precision="bf16", backend_options={"zero_stage": 1})
+    model, optimizer, scheduler, inputs, targets = R.build()
+    model, optimizer, scheduler, data = accelerator.prepare(
+        model, optimizer, scheduler, R.loader(inputs, targets)
+    )
+    losses = []
+    for _ in range(3):
+        for x, y in data:
+            with accelerator.accumulate(model):
+                loss = torch.nn.functional.mse_loss(model(x.to(torch.bfloat16)).float(), y)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss))
+    out["bf16"] = {
+        "autocast": accelerator._autocast, "scaler": accelerator.scaler,
+        "param_dtype": str(next(model.parameters()).dtype), "bf16": model.bfloat16_enabled(),
+        "first_loss": sum(losses[:12]) / 12, "last_loss": sum(losses[-12:]) / 12,
+        "saved_dtype": str(next(iter(accelerator.get_state_dict(model).values())).dtype),
+    }  # fmt: skip
+
+    # 4. Clipping: the first clip_grad_norm_ sets it; contradictions and by-value are errors.
+    accelerator = R.new_accelerator(gradient_accumulation_steps=1)
+    model, optimizer, _, inputs, targets = R.build()
+    model, optimizer, _ = accelerator.prepare(model, optimizer, R.loader(inputs, targets))
+    errors: dict[str, str] = {}
+
+    def attempt(name: str, call) -> None:
+        try:
+            call()
+        except (ConfigurationError, RuntimeError) as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+
+    accelerator.backward(torch.nn.functional.mse_loss(model(inputs), targets))
+    norm = accelerator.clip_grad_norm_(model.parameters(), 1.0)
+    attempt("read_early", lambda: float(norm))
+    attempt("other_max_norm", lambda: accelerator.clip_grad_norm_(model.parameters(), 2.0))
+    attempt("norm_type", lambda: accelerator.clip_grad_norm_(model.parameters(), 1.0, 1.0))
+    attempt("by_value", lambda: accelerator.clip_grad_value_(model.parameters(), 0.1))
+    optimizer.step()
+    out["engine_clipping"] = model.gradient_clipping()
+    out["norm"] = float(norm)
+    accelerator = R.new_accelerator(backend_options={"gradient_clipping": 0.5})
+    model, optimizer, _, inputs, targets = R.build()
+    model, optimizer, _ = accelerator.prepare(model, optimizer, R.loader(inputs, targets))
+    accelerator.backward(torch.nn.functional.mse_loss(model(inputs), targets))
+    attempt("against_option", lambda: accelerator.clip_grad_norm_(model.parameters(), 1.0))
+    out["errors"] = errors
+    out["reference"] = R.hand_written_ddp()
+    out["config_weights"] = config_weights
+    return out
+
+
+def test_config_optimizer_scheduler_bf16_and_clipping_rules():
+    results = run_distributed(config_objects_precision_and_clipping, timeout=600)
+    for rank, out in enumerate(results):
+        # 1. the config's optimizer and scheduler train exactly like the hand-written recipe
+        assert out["optimizer"] == "AdamW"
+        assert R.max_difference(out["config_weights"], out["reference"]) < TOLERANCE
+        resolved = out["resolved"]
+        assert resolved["train_micro_batch_size_per_gpu"] == R.BATCH
+        assert resolved["gradient_accumulation_steps"] == R.ACCUMULATION
+        assert resolved["train_batch_size"] == R.BATCH * R.ACCUMULATION * 2
+        assert resolved["gradient_clipping"] == R.MAX_NORM
+        assert resolved["optimizer"]["params"] == {
+            "lr": R.LR, "weight_decay": 0.01, "torch_adam": True
+        }  # fmt: skip
+        assert resolved["scheduler"]["params"] == {"step_size": R.STEP_SIZE, "gamma": R.GAMMA}
+        assert "reduce_bucket_size" not in resolved["zero_optimization"]  # DeepSpeed's default
+        assert resolved["bf16"] == {"enabled": False} and resolved["fp16"] == {"enabled": False}
+        assert out["lr"] == pytest.approx(R.LR * R.GAMMA**3)
+        assert ('"train_batch_size": 40' in out["printed"]) == (rank == 0)
+        # 2. WarmupLR: linear from 0 to the optimizer's lr (0.1) in 4 updates (DeepSpeed's count)
+        assert out["warmup_lrs"] == pytest.approx([0.0, 0.025, 0.05])
+        # 3. bf16 by the engine only
+        bf16 = out["bf16"]
+        assert bf16["autocast"] is None and bf16["scaler"] is None and bf16["bf16"]
+        assert bf16["param_dtype"] == "torch.bfloat16" == bf16["saved_dtype"]
+        assert bf16["last_loss"] < 0.9 * bf16["first_loss"]  # it trains
+        # 4. clipping
+        assert out["engine_clipping"] == 1.0 and out["norm"] > 0
+        errors = out["errors"]
+        assert (
+            "read the value returned by clip_grad_norm_ after optimizer.step()"
+            in (errors["read_early"])
+        )
+        assert (
+            "clip_grad_norm_(max_norm=2.0) contradicts gradient_clipping=1.0 set by an "
+            in (errors["other_max_norm"])
+        )
+        assert "L2 norm" in errors["norm_type"]
+        assert "cannot clip gradients by value" in errors["by_value"]
+        assert "contradicts gradient_clipping=0.5 set by" in errors["against_option"]

@@ -190,8 +190,8 @@ def resolve_config(options: DeepSpeedOptions, knowledge: Knowledge) -> ResolvedC
 def _zero_options(r: _Resolver, options: DeepSpeedOptions, has_user_config: bool) -> None:
     source = "backend_options['{key}'] (accel launch --{flag})"
     if options.zero_stage is not None:
-        r.put("zero_optimization.stage", options.zero_stage, source.format(key="zero_stage",
-              flag="zero-stage"))  # fmt: skip
+        named = source.format(key="zero_stage", flag="zero-stage")
+        r.put("zero_optimization.stage", options.zero_stage, named)
     elif not has_user_config:
         _set(r.config, "zero_optimization.stage", DEFAULT_ZERO_STAGE)
     for what in ("optimizer", "param"):

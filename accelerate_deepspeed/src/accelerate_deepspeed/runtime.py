@@ -338,10 +338,29 @@ class DeepSpeedRuntime:
         if isinstance(scheduler, DummyScheduler):
             if "scheduler" not in config:
                 kwargs["lr_scheduler"] = scheduler.lr_scheduler_callable
+            else:
+                kwargs.update(self._torch_scheduler(config))
         elif scheduler is not None:
             kwargs["lr_scheduler"] = scheduler
         engine, *_ = self.deepspeed.initialize(**kwargs)
         return engine
+
+    def _torch_scheduler(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A config scheduler that is torch's (``StepLR``...) is built on the torch optimizer.
+
+        DeepSpeed would hand torch's scheduler its ZeRO wrapper, which torch refuses (not an
+        ``Optimizer``); its own schedulers (``WarmupLR``...) are left to DeepSpeed.
+        """
+        from deepspeed.runtime import lr_schedules
+
+        section = config["scheduler"]
+        name = section.get("type")
+        if hasattr(lr_schedules, name) or not hasattr(torch.optim.lr_scheduler, name):
+            return {}
+        cls = getattr(torch.optim.lr_scheduler, name)
+        params = dict(section.get("params", {}))
+        without = {k: v for k, v in config.items() if k != "scheduler"}
+        return {"config": without, "lr_scheduler": lambda optimizer: cls(optimizer, **params)}
 
     # ------------------------------------------------------------------ per step
 
