@@ -290,6 +290,15 @@ def options_and_memory() -> dict[str, object]:
     optimizer.step()
     out["rank0_loading_trains"] = not torch.equal(full_weights(model)["0.linear.weight"],
                                                   expected["0.linear.weight"])  # fmt: skip
+    # No communication on accumulation micro-steps: no sharded gradient until the syncing one.
+    accelerator = new_accelerator(backend_options=WRAP, gradient_accumulation_steps=2)
+    model = accelerator.prepare(make_model())
+    with accelerator.no_sync(model):
+        accelerator.backward(model(torch.randn(2, 8)).sum())
+    out["no_sync_grads"] = [p.grad is not None for p in model.parameters()]
+    accelerator.backward(model(torch.randn(2, 8)).sum())
+    out["sync_grads"] = [p.grad is not None for p in model.parameters()]
+    out.update(precisions())
     # Errors.
     for name, options in (
         ("unknown_class", {"wrap_classes": ["TransformerBlock"]}),
@@ -396,5 +405,65 @@ def checkpoints(directory: str) -> dict[str, object]:
             "exact": all(
                 torch.equal(resumed["weights"][k], v) for k, v in reference["weights"].items()
             ),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- precisions
+
+
+def fp8_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(16, 64), torch.nn.GELU(), torch.nn.Linear(64, 64), torch.nn.GELU()]
+    layers += [torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 1)]
+    return torch.nn.Sequential(*layers)  # the first and last Linear stay in high precision
+
+
+def short_run(backend: str, mixed_precision: str, **kwargs) -> dict[str, object]:
+    """Ten steps with an optimizer made before prepare; weights, losses and skipped steps."""
+    accelerator = new_accelerator(backend=backend, mixed_precision=mixed_precision, **kwargs)
+    model = fp8_model()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    generator = torch.Generator().manual_seed(accelerator.process_index)
+    inputs = torch.randn(32, 16, generator=generator)
+    losses, skipped = [], []
+    for _ in range(10):
+        loss = torch.nn.functional.mse_loss(model(inputs), inputs.sum(dim=1, keepdim=True))
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(float(loss))
+        skipped.append(accelerator.optimizer_step_was_skipped)
+    weights = (
+        full_weights(model)
+        if backend == "fsdp"
+        else {k: v.clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+    )
+    local = type(model[2].weight.to_local()).__name__ if backend == "fsdp" else None
+    return {"weights": weights, "losses": losses, "skipped": skipped, "local": local}
+
+
+def precisions() -> dict[str, object]:
+    """fp16 (loss scaling on sharded gradients) and fp8 (torchao conversion before sharding,
+    with and without fp8 all-gather) against DDP."""
+    out: dict[str, object] = {}
+    fp16 = short_run("fsdp", "fp16")
+    out["fp16"] = {"skipped": fp16["skipped"], "losses": fp16["losses"]}
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        return out
+    reference = short_run("ddp", "fp8")
+    initial = fp8_model().state_dict()
+    for all_gather in (False, True):
+        run = short_run(
+            "fsdp", "fp8", precision_options={"fp8": {"fsdp_fp8_all_gather": all_gather}}
+        )
+        out[f"fp8-{all_gather}"] = {
+            "max_diff": max_difference(run["weights"], reference["weights"]),
+            "trained": not torch.equal(run["weights"]["2.weight"], initial["2.weight"]),
+            "local": run["local"],
         }
     return out

@@ -56,3 +56,16 @@ def test_fsdp_halves_model_state_memory_and_applies_its_options():
             "fsdp option state_dict_type must be 'sharded' or 'full', got 'zip'"
         )
         assert "set backend_options wrap_classes" in out["checkpoint_without_units"]
+        # Accumulation micro-steps keep gradients local (nothing reduce-scattered yet).
+        assert not any(out["no_sync_grads"]) and all(out["sync_grads"])
+        # fp16: loss scaling on sharded gradients; an overflow skips the step on every rank.
+        assert out["fp16"]["skipped"][0] and not all(out["fp16"]["skipped"])
+        if "fp8-False" in out:  # torchao installed: fp8 Linears converted before sharding
+            for all_gather, local in (
+                (False, "Tensor"),
+                (True, "WeightWithDynamicFloat8CastTensor"),
+            ):
+                fp8 = out[f"fp8-{all_gather}"]
+                assert fp8["trained"] and fp8["local"] == local, all_gather
+                assert fp8["max_diff"] <= 1e-6, (all_gather, fp8["max_diff"])  # = fp8 under DDP
+    assert results[0]["fp16"]["skipped"] == results[1]["fp16"]["skipped"]  # ranks agree

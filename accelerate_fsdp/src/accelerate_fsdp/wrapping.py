@@ -65,6 +65,12 @@ def shard_model(
         return {} if _is_meta(model) else _placed(model, context)
     # Strong references until the optimizers are rebound: ids must not be reused meanwhile.
     before = {id(p): (name, p) for name, p in model.named_parameters()}
+    for name, param in list(model.named_parameters()):
+        # A parameter subclass wrapping the original (torchao's fp8 all-gather weight, made by
+        # the precision conversion) stands in for it: the optimizer still holds the original.
+        inner = getattr(param, "_tensor", None)
+        if isinstance(inner, torch.nn.Parameter) and id(inner) not in before:
+            before[id(inner)] = (name, inner)
     units = select_units(model, options)
     if options.activation_checkpointing:
         if not units:
