@@ -15,26 +15,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-MODEL_STATES = "mp_rank_00_model_states.pt"
+MODEL_STATES = "*mp_rank_00_model_states.pt"  # ZeRO-3 prefixes zero_pp_rank_<r>_
+
+
+def _is_checkpoint(directory: Path) -> bool:
+    return directory.is_dir() and any(directory.glob(MODEL_STATES))
 
 
 def find_checkpoint(path: str | os.PathLike[str], tag: str | None = None) -> tuple[Path, str]:
     """``(checkpoint_dir, tag)`` of the DeepSpeed checkpoint at ``path``; clear error if none."""
     path = Path(path)
     if tag is not None:
-        if not (path / tag / MODEL_STATES).is_file():
+        if not _is_checkpoint(path / tag):
             raise FileNotFoundError(f"{path / tag} holds no DeepSpeed checkpoint ({MODEL_STATES})")
         return path, tag
-    if (path / MODEL_STATES).is_file():
+    if _is_checkpoint(path):
         return path.parent, path.name
     latest = path / "latest"
     if latest.is_file():
         return path, latest.read_text().strip()
-    tags = (
-        sorted(p.name for p in path.iterdir() if (p / MODEL_STATES).is_file())
-        if (path.is_dir())
-        else []
-    )
+    tags = sorted(p.name for p in path.iterdir() if _is_checkpoint(p)) if (path.is_dir()) else []
     if len(tags) == 1:
         return path, tags[0]
     if not tags:
@@ -56,7 +56,8 @@ def fp32_state_dict(path: str | os.PathLike[str], tag: str | None = None) -> dic
 
     directory, tag = find_checkpoint(path, tag)
     if not any((directory / tag).glob("*optim_states.pt")):  # ZeRO stage 0: the module as is
-        states = torch.load(directory / tag / MODEL_STATES, map_location="cpu", weights_only=False)
+        (file,) = (directory / tag).glob(MODEL_STATES)
+        states = torch.load(file, map_location="cpu", weights_only=False)
         return {k: v.float() if v.is_floating_point() else v for k, v in states["module"].items()}
     return dict(get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=tag))
 
