@@ -34,7 +34,7 @@ def find_checkpoint(path: str | os.PathLike[str], tag: str | None = None) -> tup
     latest = path / "latest"
     if latest.is_file():
         return path, latest.read_text().strip()
-    tags = sorted(p.name for p in path.iterdir() if _is_checkpoint(p)) if (path.is_dir()) else []
+    tags = sorted(p.name for p in path.iterdir() if _is_checkpoint(p)) if path.is_dir() else []
     if len(tags) == 1:
         return path, tags[0]
     if not tags:
