@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from accelerate_core import plugins
 from accelerate_core.cli.main import main
 
 pytestmark = pytest.mark.multiprocess
@@ -186,12 +187,13 @@ def test_accel_env_lists_broken_and_uninstalled_plugins(make_distribution, monke
     )
     make_distribution("accelerate-gone", {}, {"gone": "gone_launch_env_plugin_module"})
     monkeypatch.setenv("ACCELERATE_CORE_MIXED_PRECISION", "bf16")
+    monkeypatch.setitem(plugins.KNOWN_DISTRIBUTIONS, "nevermind", "accelerate-nevermind")
     with pytest.warns(UserWarning, match="failed to load"):
         assert main(["env"]) == 0
     out = capsys.readouterr().out
     assert "broken: accelerate-broken 1.0 [failed] ImportError: needs libfoo" in out
     assert "gone: accelerate-gone 1.0 [failed] ModuleNotFoundError" in out
-    assert "fsdp: not installed (pip install accelerate-fsdp)" in out
+    assert "nevermind: not installed (pip install accelerate-nevermind)" in out
     assert "- this process would use: environment single, rank 0, world_size 1" in out
     assert "mixed_precision bf16" in out
     assert "- accel launch: config_file None, num_processes" in out
@@ -199,5 +201,5 @@ def test_accel_env_lists_broken_and_uninstalled_plugins(make_distribution, monke
         assert main(["env", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["selection"]["mixed_precision"] == "bf16"
-    assert info["not_installed"]["fsdp"] == "pip install accelerate-fsdp"
+    assert info["not_installed"]["nevermind"] == "pip install accelerate-nevermind"
     assert {p["name"]: p["status"] for p in info["plugins"]}["gone"] == "failed"

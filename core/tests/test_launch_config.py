@@ -19,6 +19,7 @@ from accelerate_core import (
     PartialState,
     PluginConflictError,
     hookimpl,
+    plugins,
 )
 from accelerate_core.builtin.environments import first_slurm_host
 from accelerate_core.cli.main import main
@@ -291,9 +292,11 @@ def test_dash_and_underscore_spellings_are_the_same_option(tmp_path, capsys):
     assert (config.num_processes, config.gradient_accumulation_steps) == (2, 3)
 
 
-def test_launch_errors_name_the_fix(capsys):
-    assert main(["launch", "--backend", "fsdp", "x.py"]) == 2
-    assert "backend 'fsdp' is not installed; pip install accelerate-fsdp" in capsys.readouterr().err
+def test_launch_errors_name_the_fix(monkeypatch, capsys):
+    monkeypatch.setitem(plugins.KNOWN_DISTRIBUTIONS, "nevermind", "accelerate-nevermind")
+    assert main(["launch", "--backend", "nevermind", "x.py"]) == 2
+    message = "backend 'nevermind' is not installed; pip install accelerate-nevermind"
+    assert message in capsys.readouterr().err
     assert main(["launch", "--mixed-precision", "fp12", "x.py"]) == 2
     assert "unknown mixed_precision 'fp12'; valid values:" in capsys.readouterr().err
 
