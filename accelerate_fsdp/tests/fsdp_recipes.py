@@ -272,6 +272,26 @@ def options_and_memory() -> dict[str, object]:
     optimizer = accelerator.prepare(optimizer)
     sharded = {id(p) for p in model.parameters()}
     out["late_rebound"] = all(id(p) in sharded for p in optimizer.param_groups[0]["params"])
+    # An optimizer that already stepped before prepare: its state is cut to the shards.
+    inputs = torch.randn(4, 8, generator=torch.Generator().manual_seed(3))  # same on both ranks
+    reference = make_model()
+    reference_optimizer = make_optimizer(reference.parameters())
+    for _ in range(3):
+        reference(inputs).square().mean().backward()
+        reference_optimizer.step()
+        reference_optimizer.zero_grad()
+    accelerator = new_accelerator(backend_options=WRAP)
+    model = make_model()
+    optimizer = make_optimizer(model.parameters())
+    model(inputs).square().mean().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    model, optimizer = accelerator.prepare(model, optimizer)
+    for _ in range(2):
+        accelerator.backward(model(inputs).square().mean())
+        optimizer.step()
+        optimizer.zero_grad()
+    out["stepped_before_prepare"] = max_difference(full_weights(model), reference.state_dict())
     # Rank-0 loading: rank 1 builds the model on the meta device.
     accelerator = new_accelerator(backend_options={**WRAP, "cpu_ram_efficient_loading": True})
     if accelerator.process_index == 0:
@@ -337,7 +357,11 @@ def resume_model() -> torch.nn.Module:
 
 
 def resume_train(
-    directory: str, stop_after: int | None = None, resume: bool = False, options: dict | None = None
+    directory: str,
+    stop_after: int | None = None,
+    resume: bool = False,
+    options: dict | None = None,
+    set_to_none: bool = True,
 ) -> dict[str, object]:
     """Train; with ``stop_after`` save after that many batches and return; with ``resume``
     continue from ``directory`` in a fresh process state (everything from the checkpoint)."""
@@ -367,7 +391,7 @@ def resume_train(
                 accelerator.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad()
+                optimizer.zero_grad(set_to_none=set_to_none)
             counter.count += 1
             if stop_after is not None and counter.count == stop_after:
                 accelerator.save_state(directory)
@@ -394,10 +418,13 @@ def checkpoints(directory: str) -> dict[str, object]:
     accelerator.save_model(model, f"{directory}/model")
     out["weights"] = reference["weights"]
     # 2: mid-cycle before any optimizer step; 6: a syncing step; 11: mid-cycle in epoch 1.
-    for kind, stop in (("sharded", 2), ("sharded", 6), ("sharded", 11), ("full", 11)):
+    # zeros: sharded gradients zeroed with set_to_none=False are still there mid-cycle.
+    cases = (("sharded", 2), ("sharded", 6), ("sharded", 11), ("full", 11), ("zeros", 11))
+    for kind, stop in cases:
         path = f"{directory}/{kind}-{stop}"
-        saved = resume_train(path, stop_after=stop, options={"state_dict_type": kind})
-        resumed = resume_train(path, resume=True)
+        options = {"state_dict_type": "sharded" if kind == "zeros" else kind}
+        saved = resume_train(path, stop_after=stop, options=options, set_to_none=kind != "zeros")
+        resumed = resume_train(path, resume=True, set_to_none=kind != "zeros")
         out[f"{kind}-{stop}"] = {
             "files": saved["files"],
             "batches": resumed["batches"],

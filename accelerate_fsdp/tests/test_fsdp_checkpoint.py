@@ -18,7 +18,7 @@ ACCUMULATED = {"fsdp_grads_0_model_0.safetensors", "fsdp_grads_1_model_0.safeten
 def test_fsdp_resume_is_exact_from_sharded_and_full_checkpoints(tmp_path):
     results = run_distributed(fsdp_recipes.checkpoints, str(tmp_path), timeout=240)
     for out in results:
-        for case in ("sharded-2", "sharded-6", "sharded-11", "full-11"):
+        for case in ("sharded-2", "sharded-6", "sharded-11", "full-11", "zeros-11"):
             resumed = out[case]
             assert resumed["exact"], case  # bit-identical final weights
             assert (resumed["batches"], resumed["lr"]) == (out["batches"], out["lr"]), case

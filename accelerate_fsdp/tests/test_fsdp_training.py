@@ -45,6 +45,7 @@ def test_fsdp_halves_model_state_memory_and_applies_its_options():
         assert out["size_units"] == {"0.linear": False, "1.linear": True, "2.linear": False}
         assert out["bf16_dtypes"] == ("torch.bfloat16", "torch.float32")
         assert out["late_rebound"]
+        assert out["stepped_before_prepare"] <= 1e-6  # optimizer state sharded, then trains on
         assert out["rank0_loading"] and out["rank0_loading_trains"]
         assert out["unknown_class"] == (
             "fsdp wrap_classes TransformerBlock not found in Sequential; its module classes "

@@ -122,6 +122,31 @@ def _restore_accumulated_grads(model: FSDPModule, grads: dict[str, torch.Tensor]
         )
 
 
+def _drop_zero_sharded_grads(models: dict[str, FSDPModule], device: torch.device) -> None:
+    """Mid-cycle, sharded gradients exist only after ``zero_grad(set_to_none=False)``: zeros.
+
+    The core saves ``param.grad`` of an unfinished cycle itself and cannot store shards, so
+    zero shards become ``None`` (the next reduce-scatter then assigns instead of adding zero:
+    the same values). Non-zero shards are refused on every rank with the fix.
+    """
+    import torch.distributed as dist
+
+    nonzero = torch.zeros((), device=device)
+    params = [p for m in models.values() for p in m.parameters() if p.grad is not None]
+    for param in params:
+        if bool(param.grad.to_local().count_nonzero()):
+            nonzero.fill_(1)
+    dist.all_reduce(nonzero, op=dist.ReduceOp.MAX)  # every rank raises, or none
+    if nonzero.item():
+        raise CheckpointError(
+            "save_state in the middle of a gradient-accumulation cycle found sharded gradients "
+            "left from an earlier optimizer step; call optimizer.zero_grad() (set_to_none=True, "
+            "the default) after optimizer.step()"
+        )
+    for param in params:
+        param.grad = None
+
+
 # --------------------------------------------------------------------------- save
 
 
@@ -143,6 +168,7 @@ def save_state(objects: dict[str, Any], directory: str, context: Any) -> list[st
         _save_sharded(plan, stored, path)
     gradient_state = context.gradient_state
     if gradient_state is not None and gradient_state.step % gradient_state.num_steps != 0:
+        _drop_zero_sharded_grads(plan.models, context.device)
         for name, model in plan.models.items():
             grads = _accumulated_grads(model)
             if grads:
