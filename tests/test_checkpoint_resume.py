@@ -48,9 +48,10 @@ def resume_on_every_rank(directory: str) -> dict[str, object]:
         path = f"{directory}/ckpt-{stop}"
         resume_recipe.train(path, stop_after=stop)
         resumed = resume_recipe.train(path, resume=True)
-        outcome[stop] = all(
-            torch.equal(resumed["weights"][k], v) for k, v in reference["weights"].items()
-        ) and resumed["batches"] == reference["batches"] == resume_recipe.EPOCHS * 7
+        outcome[stop] = (
+            all(torch.equal(resumed["weights"][k], v) for k, v in reference["weights"].items())
+            and resumed["batches"] == reference["batches"] == resume_recipe.EPOCHS * 7
+        )
     return {"exact": outcome, "weights": reference["weights"]}
 
 

@@ -16,9 +16,11 @@ from accelerate_core import (
 )
 from accelerate_core.plugins import (
     BUILTIN_LABEL,
+    PluginManager,
     PluginLoadWarning,
     get_plugin_manager,
     installed_entry_points,
+    set_plugin_manager,
 )
 
 BACKEND_PLUGIN = """
@@ -75,6 +77,7 @@ def test_installed_distribution_is_discovered_and_only_the_owner_is_asked(make_d
 
 
 def test_in_repo_backend_not_installed_names_the_pip_command():
+    set_plugin_manager(PluginManager(load_entry_points=False))  # as if accelerate-fsdp were absent
     with pytest.raises(PluginNotInstalledError) as info:
         Accelerator(backend="fsdp")
     assert "backend 'fsdp' is not installed; pip install accelerate-fsdp" in str(info.value)

@@ -108,6 +108,9 @@ def test_several_processes_without_a_distributed_backend_never_fall_back(core_on
 
 
 def test_backend_from_environment_variable(monkeypatch):
+    from accelerate_core.plugins import PluginManager, set_plugin_manager
+
+    set_plugin_manager(PluginManager(load_entry_points=False))  # as if accelerate-fsdp were absent
     monkeypatch.setenv("ACCELERATE_CORE_BACKEND", "fsdp")
     with pytest.raises(PluginNotInstalledError, match="pip install accelerate-fsdp"):
         PartialState()

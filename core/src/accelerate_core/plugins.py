@@ -94,6 +94,7 @@ def incompatibility(distribution: str, core: str | None = None) -> str | None:
     """
     from packaging.requirements import InvalidRequirement, Requirement  # ~40 ms: only when used
     from packaging.version import Version
+
     core = core or core_version()
     try:
         requires = importlib_metadata.requires(distribution) or []
