@@ -16,8 +16,8 @@ from accelerate_core import (
 )
 from accelerate_core.plugins import (
     BUILTIN_LABEL,
-    PluginManager,
     PluginLoadWarning,
+    PluginManager,
     get_plugin_manager,
     installed_entry_points,
     set_plugin_manager,
