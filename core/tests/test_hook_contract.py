@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 
 from accelerate_core import Accelerator, BackendSpec, DeviceSpec, PrecisionSpec, hookimpl
@@ -168,3 +169,53 @@ def test_default_get_state_dict_is_the_unwrapped_models():
     state = accelerator.get_state_dict(model)
     assert set(state) == {"weight", "bias"}
     assert torch.equal(state["weight"], model.weight)
+
+
+class NamedCpuDevice:
+    """A vendor-style device plugin that drives the CPU its own way, selected by name."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def accelerate_core_devices(self):
+        return [
+            DeviceSpec("vendor-cpu", "gloo", frozenset({"bf16"}), device_type="cpu"),
+            DeviceSpec("vendor-gpu", "vccl", frozenset(), device_type="cuda"),
+        ]
+
+    @hookimpl
+    def accelerate_core_setup_device(self, device):
+        self.calls.append(("setup", str(device)))
+        return True
+
+
+def test_a_plugin_device_is_selected_by_name(monkeypatch):
+    from accelerate_core import ConfigurationError, PartialState, PluginNotInstalledError
+
+    plugin = NamedCpuDevice()
+    manager = get_plugin_manager()
+    manager.register(plugin, "accelerate-vendor 1.0")
+    monkeypatch.setenv("ACCELERATE_CORE_DEVICE", "vendor-cpu")
+    state = PartialState()
+    assert state.device == torch.device("cpu")
+    assert state.device_spec.name == "vendor-cpu" and state.device_owner is plugin
+    assert plugin.calls == [("setup", "cpu")]
+    from accelerate_core.state import reset_state
+
+    reset_state()
+    with pytest.raises(
+        ConfigurationError, match="not supported on device 'cpu' \\(supported there: bf16\\)"
+    ):
+        Accelerator(mixed_precision="fp16")
+    reset_state()
+    monkeypatch.setenv("ACCELERATE_CORE_DEVICE", "vendor-gpu")
+    with pytest.raises(
+        ConfigurationError, match="cpu=True contradicts the selected device 'vendor-gpu'"
+    ):
+        PartialState(cpu=True)
+    monkeypatch.setenv("ACCELERATE_CORE_DEVICE", "nonexistent")
+    with pytest.raises(
+        PluginNotInstalledError, match=r"device 'nonexistent' is not installed.*vendor-cpu"
+    ):
+        PartialState()

@@ -56,14 +56,25 @@ class DeviceSpec:
     """A device type the process may train on.
 
     Attributes:
-        name: the ``torch.device`` type (``"cpu"``, ``"cuda"``, ``"xpu"``, a vendor's own).
+        name: the device's name; by default also its ``torch.device`` type (``"cpu"``,
+            ``"cuda"``, ``"xpu"``, a vendor's own). The record whose name is the type torch
+            reports is used unless a device is selected by name (``ACCELERATE_CORE_DEVICE``).
         dist_backend: the ``torch.distributed`` process-group backend for this device.
         precisions: mixed-precision modes this device supports (``"fp16"``, ``"bf16"``, ...).
+        device_type: the ``torch.device`` type when it differs from ``name`` (a plugin that
+            drives an existing device type its own way, say for memory statistics).
+        autocast_type: the ``device_type`` to give ``torch.autocast`` when it differs.
     """
 
     name: str
     dist_backend: str = "gloo"
     precisions: frozenset[str] = field(default_factory=frozenset)
+    device_type: str | None = None
+    autocast_type: str | None = None
+
+    @property
+    def torch_type(self) -> str:
+        return self.device_type or self.name
 
 
 @dataclass(frozen=True)

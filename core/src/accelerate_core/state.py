@@ -32,6 +32,7 @@ from .specs import BackendSpec, DeviceSpec, EnvironmentInfo
 SINGLE_PROCESS_BACKEND = "none"
 DEFAULT_DISTRIBUTED_BACKEND = "ddp"
 DEFAULT_PROCESS_GROUP_TIMEOUT = timedelta(minutes=10)
+DEVICE_ENV = "ACCELERATE_CORE_DEVICE"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +55,17 @@ def detect_environment(environ: Mapping[str, str] | None = None) -> EnvironmentI
         described = "; ".join(f"{a.source}: rank {a.rank} of {a.world_size}" for a in best)
         raise EnvironmentDetectionError(f"launch environments disagree ({described})")
     return best[0]
+
+
+def choose_named_device(name: str, cpu: bool) -> Registered:
+    """The device record selected by name (``ACCELERATE_CORE_DEVICE``), checked against cpu."""
+    chosen = get_plugin_manager().select("device", name)
+    if cpu and chosen.spec.torch_type != "cpu":
+        raise ConfigurationError(
+            f"cpu=True contradicts the selected device '{name}' ({chosen.spec.torch_type}); "
+            f"unset {DEVICE_ENV} or drop cpu=True"
+        )
+    return chosen
 
 
 def choose_device(cpu: bool, environment: EnvironmentInfo) -> torch.device:
@@ -110,6 +122,8 @@ class PartialState:
         backend: name of an installed backend; default ``none`` for one process and ``ddp``
             for several.
         timeout: process-group timeout when the run has several processes.
+        device: the name of a registered device to use instead of the one torch reports
+            (also ``ACCELERATE_CORE_DEVICE``); for devices a plugin provides.
     """
 
     _shared_state: ClassVar[dict[str, Any]] = {}
@@ -119,6 +133,7 @@ class PartialState:
         cpu: bool | None = None,
         backend: str | None = None,
         timeout: timedelta | None = None,
+        device: str | None = None,
     ) -> None:
         self.__dict__ = self._shared_state
         # Explicit arguments > accel launch (environment) > defaults; see launch_config.py.
@@ -131,8 +146,15 @@ class PartialState:
         environment = detect_environment()
         check_world_size(environment.world_size, environment.source, environment.rank)
         chosen = choose_backend(backend, environment)
-        device = choose_device(cpu, environment)
-        registered_device = manager.registry()["device"].get(device.type)
+        device_name = device or os.environ.get(DEVICE_ENV) or None
+        if device_name is not None:
+            registered_device = choose_named_device(device_name, cpu)
+            torch_type = registered_device.spec.torch_type
+            index = None if torch_type == "cpu" else environment.local_rank
+            device = torch.device(torch_type, index)
+        else:
+            device = choose_device(cpu, environment)
+            registered_device = manager.registry()["device"].get(device.type)
         device_owner = registered_device.plugin if registered_device else manager.defaults
         device_spec = registered_device.spec if registered_device else DeviceSpec(device.type)
         manager.call_owner(

@@ -32,9 +32,9 @@ def accelerate_core_autocast(
     if dtype is None:
         return None
     options = dict(context.precision_options.get("autocast", {}))
-    return functools.partial(
-        torch.autocast, device_type=context.device.type, dtype=dtype, **options
-    )
+    spec = getattr(context.state, "device_spec", None)
+    device_type = (spec.autocast_type if spec is not None else None) or context.device.type
+    return functools.partial(torch.autocast, device_type=device_type, dtype=dtype, **options)
 
 
 @hookimpl
