@@ -319,6 +319,20 @@ def options_and_memory() -> dict[str, object]:
     accelerator.backward(model(torch.randn(2, 8)).sum())
     out["sync_grads"] = [p.grad is not None for p in model.parameters()]
     out.update(precisions())
+    # Meta-device weights nobody fills: refused on every rank, naming the ranks.
+    for name, options in (
+        ("meta_rank1", WRAP),
+        ("meta_rank0", {"cpu_ram_efficient_loading": True}),
+    ):
+        accelerator = new_accelerator(backend_options=options)
+        meta = accelerator.process_index == (1 if name == "meta_rank1" else 0)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            model = make_model()
+        try:
+            accelerator.prepare(model)
+            out[name] = "no error"
+        except ConfigurationError as exc:
+            out[name] = str(exc)
     # Errors.
     for name, options in (
         ("unknown_class", {"wrap_classes": ["TransformerBlock"]}),

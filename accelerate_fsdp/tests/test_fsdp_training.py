@@ -57,6 +57,11 @@ def test_fsdp_halves_model_state_memory_and_applies_its_options():
             "fsdp option state_dict_type must be 'sharded' or 'full', got 'zip'"
         )
         assert "set backend_options wrap_classes" in out["checkpoint_without_units"]
+        assert out["meta_rank1"].startswith(
+            "Sequential has parameters on the meta device on rank(s) 1; to build it on the meta "
+            "device on ranks other than 0, set backend_options cpu_ram_efficient_loading=True"
+        )
+        assert "but rank 0 built Sequential on the meta device" in out["meta_rank0"]
         # Accumulation micro-steps keep gradients local (nothing reduce-scattered yet).
         assert not any(out["no_sync_grads"]) and all(out["sync_grads"])
         # fp16: loss scaling on sharded gradients; an overflow skips the step on every rank.

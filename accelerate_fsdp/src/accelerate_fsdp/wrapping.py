@@ -95,14 +95,9 @@ def shard_model(
         "offload_policy": offload,
     }
     full_state = None
+    _check_meta(model, options, context)
     if options.cpu_ram_efficient_loading:
         full_state = _prepare_rank0_loading(model, context)
-    elif _is_meta(model):
-        raise ConfigurationError(
-            f"{type(model).__name__} has parameters on the meta device; to build it on the "
-            "meta device on ranks other than 0, set backend_options "
-            "cpu_ram_efficient_loading=True and build it with real weights on rank 0"
-        )
     for unit in units:
         fully_shard(unit, **kwargs)
     fully_shard(model, **kwargs)
@@ -185,15 +180,31 @@ def checkpoint_forward(module: torch.nn.Module) -> None:
 # --------------------------------------------------------------------------- rank-0 loading
 
 
+def _check_meta(model: torch.nn.Module, options: FSDPOptions, context: Any) -> None:
+    """Refuse meta-device weights nobody can fill, on every rank (one rank alone raising
+    would leave the others waiting in the first collective)."""
+    from accelerate_core.collectives import gather_object
+
+    meta_ranks = [rank for rank, meta in enumerate(gather_object(_is_meta(model))) if meta]
+    name = type(model).__name__
+    if options.cpu_ram_efficient_loading and 0 in meta_ranks:
+        raise ConfigurationError(
+            "fsdp cpu_ram_efficient_loading broadcasts the weights from rank 0, but rank 0 "
+            f"built {name} on the meta device; build it with its real weights on rank 0 (the "
+            "other ranks may use torch.device('meta'))"
+        )
+    if not options.cpu_ram_efficient_loading and meta_ranks:
+        raise ConfigurationError(
+            f"{name} has parameters on the meta device on rank(s) "
+            f"{', '.join(map(str, meta_ranks))}; to build it on the meta device on ranks other "
+            "than 0, set backend_options cpu_ram_efficient_loading=True and build it with its "
+            "real weights on rank 0"
+        )
+
+
 def _prepare_rank0_loading(model: torch.nn.Module, context: Any) -> dict[str, torch.Tensor]:
     """Rank 0 keeps its full weights for the broadcast; other ranks drop (or never had) them."""
     if context.state.process_index == 0:
-        if _is_meta(model):
-            raise ConfigurationError(
-                "fsdp cpu_ram_efficient_loading broadcasts the weights from rank 0, but rank 0 "
-                f"built {type(model).__name__} on the meta device; build it with its real "
-                "weights on rank 0 (the other ranks may use torch.device('meta'))"
-            )
         return model.state_dict()
     model.to(torch.device("meta"))  # frees real weights if this rank built them anyway
     return {}
