@@ -230,8 +230,8 @@ def options_and_memory() -> dict[str, object]:
     out: dict[str, object] = {}
     # Memory: DDP then FSDP2, one step of AdamW each on the same model (widths divisible by 2).
     for backend in ("ddp", "fsdp"):
-        accelerator = new_accelerator(backend=backend, backend_options={} if backend == "ddp"
-                                      else WRAP)  # fmt: skip
+        options = {} if backend == "ddp" else WRAP
+        accelerator = new_accelerator(backend=backend, backend_options=options)
         torch.manual_seed(0)
         model = torch.nn.Sequential(*(Block(128, 128) for _ in range(4)))
         optimizer = torch.optim.AdamW(model.parameters())
@@ -308,8 +308,8 @@ def options_and_memory() -> dict[str, object]:
     )
     accelerator.backward(model(torch.randn(2, 8)).square().mean())
     optimizer.step()
-    out["rank0_loading_trains"] = not torch.equal(full_weights(model)["0.linear.weight"],
-                                                  expected["0.linear.weight"])  # fmt: skip
+    trained = full_weights(model)["0.linear.weight"]
+    out["rank0_loading_trains"] = not torch.equal(trained, expected["0.linear.weight"])
     # No communication on accumulation micro-steps: no sharded gradient until the syncing one.
     accelerator = new_accelerator(backend_options=WRAP, gradient_accumulation_steps=2)
     model = accelerator.prepare(make_model())
@@ -318,6 +318,19 @@ def options_and_memory() -> dict[str, object]:
     out["no_sync_grads"] = [p.grad is not None for p in model.parameters()]
     accelerator.backward(model(torch.randn(2, 8)).sum())
     out["sync_grads"] = [p.grad is not None for p in model.parameters()]
+    # Clipping on sharded gradients: the norms are the full gradients' (2 and inf), and value
+    # clipping clamps every shard.
+    full = torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()])
+    norm_2 = accelerator.clip_grad_norm_(model.parameters(), 1e9)
+    norm_inf = accelerator.clip_grad_norm_(model.parameters(), 1e9, norm_type=float("inf"))
+    out["norms"] = (
+        abs(float(norm_2) - float(full.norm())) / float(full.norm()),
+        float(norm_inf) == float(full.abs().max()),
+    )
+    accelerator.clip_grad_value_(model.parameters(), 1e-3)
+    local = [p.grad.to_local() for p in model.parameters()]
+    out["clipped_by_value"] = max(float(g.abs().max()) for g in local if g.numel())
+    out["unwrap_is_model"] = accelerator.unwrap_model(model) is model
     out.update(precisions())
     # Meta-device weights nobody fills: refused on every rank, naming the ranks.
     for name, options in (
@@ -410,9 +423,13 @@ def resume_train(
             if stop_after is not None and counter.count == stop_after:
                 accelerator.save_state(directory)
                 return {"stopped": counter.count, "files": sorted(_listing(directory))}
-    return {"weights": full_weights(model), "lr": scheduler.get_last_lr()[0],
-            "batches": counter.count,
-            "accelerator": accelerator, "model": model}  # fmt: skip
+    return {
+        "weights": full_weights(model),
+        "lr": scheduler.get_last_lr()[0],
+        "batches": counter.count,
+        "accelerator": accelerator,
+        "model": model,
+    }
 
 
 def _listing(directory: str) -> list[str]:

@@ -64,6 +64,9 @@ def test_fsdp_halves_model_state_memory_and_applies_its_options():
         assert "but rank 0 built Sequential on the meta device" in out["meta_rank0"]
         # Accumulation micro-steps keep gradients local (nothing reduce-scattered yet).
         assert not any(out["no_sync_grads"]) and all(out["sync_grads"])
+        assert out["norms"][0] < 1e-6 and out["norms"][1]  # global 2-norm and inf-norm
+        assert out["clipped_by_value"] <= 1.0001e-3  # 1e-3 in float32
+        assert out["unwrap_is_model"]  # fully_shard shards the user's module in place
         # fp16: loss scaling on sharded gradients; an overflow skips the step on every rank.
         assert out["fp16"]["skipped"][0] and not all(out["fp16"]["skipped"])
         if "fp8-False" in out:  # torchao installed: fp8 Linears converted before sharding
