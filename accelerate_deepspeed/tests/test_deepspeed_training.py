@@ -234,3 +234,46 @@ def test_config_optimizer_scheduler_bf16_and_clipping_rules():
         assert "L2 norm" in errors["norm_type"]
         assert "cannot clip gradients by value" in errors["by_value"]
         assert "contradicts gradient_clipping=0.5 set by" in errors["against_option"]
+
+
+def one_process_and_other_models() -> dict[str, object]:
+    """One process (DeepSpeed still needs a process group), models without an optimizer."""
+    import torch.distributed as dist
+
+    from accelerate_core import ConfigurationError
+
+    out: dict[str, object] = {}
+    accelerator = R.new_accelerator(gradient_accumulation_steps=1)
+    try:
+        accelerator.backward(torch.ones((), requires_grad=True))
+    except ConfigurationError as exc:
+        out["backward_first"] = str(exc)
+    model, optimizer, _, inputs, targets = R.build()
+    teacher = torch.nn.Linear(8, 1)
+    model, teacher, optimizer, data = accelerator.prepare(
+        model, teacher, optimizer, R.loader(inputs, targets)
+    )
+    evaluated = accelerator.prepare(torch.nn.Linear(8, 1))
+    before = [p.detach().clone() for p in model.parameters()]
+    R.train(accelerator, model, optimizer, None, data, epochs=1)
+    out.update(
+        engine=type(model).__name__, teacher=type(teacher).__name__,
+        evaluated=type(evaluated).__name__, world=dist.get_world_size(),
+        stage=model.zero_optimization_stage(), updates=model.global_steps,
+        trained=all(not torch.equal(b, p) for b, p in zip(before, model.parameters())),
+        unwrapped=type(accelerator.unwrap_model(model)).__name__,
+    )  # fmt: skip
+    try:
+        accelerator.prepare(torch.nn.Linear(2, 2), torch.optim.SGD([torch.zeros(1)], lr=1.0))
+    except ConfigurationError as exc:
+        out["second_engine"] = str(exc)
+    return out
+
+
+def test_one_process_and_models_without_optimizer():
+    (out,) = run_distributed(one_process_and_other_models, nprocs=1, timeout=300)
+    assert "needs the engine: prepare the model and its optimizer first" in out["backward_first"]
+    assert out["engine"] == "DeepSpeedEngine" and out["world"] == 1 and out["stage"] == 2
+    assert out["teacher"] == out["evaluated"] == "Linear"  # not DeepSpeed's: no optimizer
+    assert out["updates"] == 23 and out["trained"] and out["unwrapped"] == "Sequential"
+    assert "trains one model (with one optimizer) per Accelerator" in out["second_engine"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import socket
 import sys
 import weakref
 from collections.abc import Callable
@@ -510,14 +509,10 @@ def ensure_process_group(state: Any) -> None:
             "the process group of this multi-process run is not initialised; create the "
             "Accelerator before prepare()"
         )
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # An in-process store: nothing to rendezvous with, and no port that a launcher's agent
+    # store (torchrun sets TORCHELASTIC_USE_AGENT_STORE) would be asked for instead.
     dist.init_process_group(
-        backend=state.device_spec.dist_backend,
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=0,
-        world_size=1,
+        backend=state.device_spec.dist_backend, store=dist.HashStore(), rank=0, world_size=1
     )
 
 
