@@ -162,6 +162,12 @@ def load_replicated(objects: dict[str, Any], directory: Path, context: PluginCon
 # --------------------------------------------------------------------------- RNG
 
 
+def has_device_rng(accelerator: Accelerator) -> bool:
+    """Whether the device owner's RNG hooks are asked: for every device but the built-in CPU
+    (its generator is the ``"torch"`` entry), including a plugin device that drives the CPU."""
+    return accelerator.device.type != "cpu" or accelerator.state.device_spec.name != "cpu"
+
+
 def rng_state(accelerator: Accelerator) -> dict[str, Any]:
     """This process's RNG states (python, numpy, torch CPU, device) in weights_only-safe form."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
@@ -171,7 +177,7 @@ def rng_state(accelerator: Accelerator) -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     device = accelerator.device
-    if device.type != "cpu":
+    if has_device_rng(accelerator):
         state["device"] = get_plugin_manager().call_owner(
             "accelerate_core_device_rng_state", accelerator.state.device_owner, device=device
         )
@@ -183,7 +189,7 @@ def restore_rng(accelerator: Accelerator, state: dict[str, Any]) -> None:
     kind, keys, position, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if state.get("device") is not None and accelerator.device.type != "cpu":
+    if state.get("device") is not None and has_device_rng(accelerator):
         get_plugin_manager().call_owner(
             "accelerate_core_set_device_rng_state", accelerator.state.device_owner,
             device=accelerator.device, rng_state=state["device"],
@@ -274,11 +280,19 @@ def save_state(accelerator: Accelerator, output_dir: str | os.PathLike[str] | No
     context = accelerator.plugin_context
     gradient_state = accelerator.gradient_state
     mid_cycle = gradient_state.step % gradient_state.num_steps != 0
+    # Queued device work (an asynchronous or lazy device) must finish before its state is read.
+    get_plugin_manager().call_owner(
+        "accelerate_core_synchronize", state.device_owner, device=accelerator.device
+    )
     with _recording() as records:
-        get_plugin_manager().call_owner(
-            "accelerate_core_save_state", state.backend_owner, objects=_objects(accelerator),
+        objects = _objects(accelerator)
+        handled = get_plugin_manager().call_owner(
+            "accelerate_core_save_state", state.backend_owner, objects=objects,
             directory=str(tmp), context=context,
         )  # fmt: skip
+        rest = {k: v for k, v in objects.items() if k not in set(handled or ())}
+        if rest:  # what the backend left to the core
+            save_replicated(rest, tmp, context)
         rank = state.process_index
         put_object(tmp, f"random_states_{rank}.bin", rng_state(accelerator))
         if mid_cycle:
@@ -377,10 +391,14 @@ def load_state(accelerator: Accelerator, input_dir: str | os.PathLike[str] | Non
 
 def _load_everything(accelerator: Accelerator, directory: Path, manifest: dict[str, Any]) -> None:
     state = accelerator.state
-    get_plugin_manager().call_owner(
-        "accelerate_core_load_state", state.backend_owner, objects=_objects(accelerator),
+    objects = _objects(accelerator)
+    handled = get_plugin_manager().call_owner(
+        "accelerate_core_load_state", state.backend_owner, objects=objects,
         directory=str(directory), context=accelerator.plugin_context,
     )  # fmt: skip
+    rest = {k: v for k, v in objects.items() if k not in set(handled or ())}
+    if rest:  # what the backend left to the core
+        load_replicated(rest, directory, accelerator.plugin_context)
     for i, scheduler in enumerate(accelerator._schedulers):
         scheduler.load_state_dict(get_object(directory, f"scheduler_{i}.bin", manifest))
     for i, loader in enumerate(accelerator._dataloaders):
