@@ -106,13 +106,20 @@ def accelerate_core_setup_device(device: torch.device, environment: EnvironmentI
 def accelerate_core_device_rng_state(device: torch.device) -> Any:
     """Return the RNG state of ``device`` for checkpoints (asked of the device's owner).
 
-    The default returns ``torch.get_rng_state()`` for CPU and ``None`` for devices it cannot read.
+    Asked by ``save_state`` on every process, for every device except the built-in CPU record
+    (whose generator is saved anyway), so a plugin device that drives the CPU is asked too. The
+    value must load with ``torch.load(weights_only=True)`` (tensors, numbers, strings, lists,
+    dicts). The default returns ``torch.get_rng_state()`` for CPU and ``None`` for devices it
+    cannot read.
     """
 
 
 @hookspec(firstresult=True)
 def accelerate_core_set_device_rng_state(device: torch.device, rng_state: Any) -> bool | None:
-    """Restore an RNG state from ``accelerate_core_device_rng_state``; return True when done."""
+    """Restore an RNG state from ``accelerate_core_device_rng_state``; return True when done.
+
+    Asked of the device's owner by ``load_state`` after the CPU generator has been restored.
+    """
 
 
 @hookspec(firstresult=True)
@@ -125,7 +132,11 @@ def accelerate_core_device_memory_stats(device: torch.device) -> dict[str, int] 
 
 @hookspec(firstresult=True)
 def accelerate_core_synchronize(device: torch.device) -> bool | None:
-    """Wait for all queued work on ``device``; return True when done (default: torch)."""
+    """Wait for all queued work on ``device``; return True when done (default: torch).
+
+    Asked of the device's owner by ``save_state`` before any state is read, so an asynchronous
+    or lazily executing device finishes its queued steps first.
+    """
 
 
 # --------------------------------------------------------------------------- precision conversion

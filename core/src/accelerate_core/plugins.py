@@ -199,7 +199,19 @@ class PluginManager:
             label = f"{record.distribution} {record.version}"
             if self.pm.is_registered(plugin):
                 continue  # one module exposed under two entry-point names
-            self.register(plugin, label, name=f"{ENTRY_POINT_GROUP}:{record.name}")
+            try:
+                self.register(plugin, label, name=f"{ENTRY_POINT_GROUP}:{record.name}")
+            except pluggy.PluginValidationError as exc:  # hooks written for another core
+                reason = _hook_mismatch(record, exc)
+                record.status, record.error = "incompatible", reason
+                record.exception = PluginError(reason)
+                record.exception.__cause__ = exc
+                warnings.warn(
+                    f"accelerate-core plugin '{record.name}' skipped: {reason}",
+                    PluginLoadWarning,
+                    stacklevel=3,
+                )
+                continue
             record.status = "loaded"
 
     # ------------------------------------------------------------------ registry
@@ -303,6 +315,17 @@ class PluginManager:
 
     def failed_entry_points(self) -> Iterable[EntryPointRecord]:
         return [r for r in self.entry_points if r.exception is not None]
+
+
+def _hook_mismatch(record: EntryPointRecord, exc: Exception) -> str:
+    """Why a plugin whose hooks take arguments this core's hookspecs lack is skipped."""
+    details = " ".join(str(exc).split())
+    return (
+        f"{record.distribution} {record.version} implements a hook with arguments that "
+        f"{CORE_DISTRIBUTION} {core_version()} does not provide ({details}); it was written for "
+        f"another {CORE_DISTRIBUTION} version: upgrade one of them "
+        f"(pip install -U {record.distribution} {CORE_DISTRIBUTION})"
+    )
 
 
 def _describe(exc: BaseException) -> str:
