@@ -46,7 +46,8 @@ def test_auto_values_are_filled_from_what_the_library_knows(tmp_path):
         "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
         "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto", "loss_scale": 0},
         "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto",
-                              "stage3_prefetch_bucket_size": "auto"},
+                              "stage3_prefetch_bucket_size": "auto",
+                              "stage3_param_persistence_threshold": "auto"},
         "optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": "auto"}},
         "scheduler": {"type": "WarmupDecayLR", "params": {
             "warmup_min_lr": "auto", "warmup_max_lr": "auto", "warmup_num_steps": "auto",
@@ -56,7 +57,7 @@ def test_auto_values_are_filled_from_what_the_library_knows(tmp_path):
     config = resolve_config(
         DeepSpeedOptions.from_mapping({"config": str(path), "gradient_clipping": 1.0}),
         knowledge(mixed_precision="bf16", has_client_optimizer=False, dummy_optimizer=dummy,
-                  dummy_scheduler=DummyScheduler(dummy, 100, 10)),
+                  dummy_scheduler=DummyScheduler(dummy, 100, 10), model_parameters=1000),
     )  # fmt: skip
     resolved = config.config
     assert resolved["train_micro_batch_size_per_gpu"] == 8
@@ -65,7 +66,10 @@ def test_auto_values_are_filled_from_what_the_library_knows(tmp_path):
     assert resolved["gradient_clipping"] == 1.0 and config.clipping_fixed
     assert resolved["bf16"] == {"enabled": True}
     assert resolved["fp16"] == {"enabled": False, "loss_scale": 0}
-    assert resolved["zero_optimization"] == {"stage": 3}  # "auto" tuning: DeepSpeed's defaults
+    # buckets: DeepSpeed's defaults capped at the model's size; other "auto" knobs: its defaults
+    assert resolved["zero_optimization"] == {
+        "stage": 3, "reduce_bucket_size": 1024, "stage3_prefetch_bucket_size": 1024
+    }  # fmt: skip
     assert resolved["optimizer"]["params"] == {"lr": 3e-4, "weight_decay": 0.1}
     assert resolved["scheduler"]["params"] == {
         "warmup_min_lr": 0.0, "warmup_max_lr": 3e-4, "warmup_num_steps": 10,
@@ -89,7 +93,13 @@ def test_without_a_config_the_options_build_one():
         "zero_allow_untested_optimizer": True,
     }
     assert resolve({"zero_optimization": {}})["zero_optimization"] == {}  # DeepSpeed's stage 0
-    assert resolve(zero_stage=3)["zero_optimization"]["stage"] == 3
+    assert resolve(None, {"model_parameters": 10**9}, zero_stage=3)["zero_optimization"] == {
+        "stage": 3, "reduce_bucket_size": 500_000_000, "allgather_bucket_size": 500_000_000,
+        "stage3_prefetch_bucket_size": 50_000_000,
+    }  # fmt: skip
+    assert resolve({"zero_optimization": {"stage": 1}}, {"model_parameters": 10})[
+        "zero_optimization"
+    ] == {"stage": 1}  # a user's config without bucket sizes keeps DeepSpeed's
     nvme = resolve(zero_stage=3, offload_param_device="nvme", offload_param_nvme_path="/nvme")
     assert nvme["zero_optimization"]["offload_param"] == {"device": "nvme", "nvme_path": "/nvme"}
 

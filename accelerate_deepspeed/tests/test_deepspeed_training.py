@@ -209,7 +209,7 @@ def test_config_optimizer_scheduler_bf16_and_clipping_rules():
             "lr": R.LR, "weight_decay": 0.01, "torch_adam": True
         }  # fmt: skip
         assert resolved["scheduler"]["params"] == {"step_size": R.STEP_SIZE, "gamma": R.GAMMA}
-        assert "reduce_bucket_size" not in resolved["zero_optimization"]  # DeepSpeed's default
+        assert resolved["zero_optimization"]["reduce_bucket_size"] == 512  # the model's, aligned
         assert resolved["bf16"] == {"enabled": False} and resolved["fp16"] == {"enabled": False}
         assert out["lr"] == pytest.approx(R.LR * R.GAMMA**3)
         assert ('"train_batch_size": 40' in out["printed"]) == (rank == 0)

@@ -8,8 +8,10 @@ Pure Python (no DeepSpeed import), so it is tested without processes. Rules:
   first ``clip_grad_norm_``, optimizer/scheduler hyper-parameters from ``DummyOptim`` /
   ``DummyScheduler``, ``train_batch_size`` from those.
 * A value set in two places with different values is a ``ConfigurationError`` naming both.
-* DeepSpeed tuning knobs left ``"auto"`` (bucket sizes, persistence thresholds) are removed so
-  DeepSpeed's defaults apply; any other ``"auto"`` left is an error naming the entry.
+* Communication bucket sizes left ``"auto"`` (and, when no config file is given, unset) are
+  DeepSpeed's defaults capped at the model's parameter count; other tuning knobs left ``"auto"``
+  (persistence thresholds, ...) are removed so DeepSpeed's defaults apply. Any other ``"auto"``
+  left is an error naming the entry.
 """
 
 from __future__ import annotations
@@ -24,11 +26,15 @@ from .options import DEFAULT_ZERO_STAGE, DeepSpeedOptions
 
 AUTO = "auto"
 _MISSING = object()
+# Communication buckets: "auto" is DeepSpeed's default capped at the model's size, so a small
+# model does not get a 1 GB bucket (ZeRO-3 allocates reduce_bucket_size elements up front).
+BUCKET_KEYS = {
+    "zero_optimization.reduce_bucket_size": 500_000_000,
+    "zero_optimization.allgather_bucket_size": 500_000_000,
+    "zero_optimization.stage3_prefetch_bucket_size": 50_000_000,
+}
 # "auto" here means "DeepSpeed's default": the entry is removed.
 TUNING_KEYS = (
-    "zero_optimization.reduce_bucket_size",
-    "zero_optimization.allgather_bucket_size",
-    "zero_optimization.stage3_prefetch_bucket_size",
     "zero_optimization.stage3_param_persistence_threshold",
     "zero_optimization.stage3_max_live_parameters",
     "zero_optimization.stage3_max_reuse_distance",
@@ -49,6 +55,7 @@ class Knowledge:
         client_optimizer_lr: learning rate of a torch optimizer passed to ``prepare``.
         has_client_optimizer / has_client_scheduler: a torch optimizer / scheduler was passed.
         dummy_optimizer / dummy_scheduler: the placeholders passed, if any.
+        model_parameters: trainable parameters of the model (caps the communication buckets).
     """
 
     mixed_precision: str = "no"
@@ -60,6 +67,7 @@ class Knowledge:
     has_client_scheduler: bool = False
     dummy_optimizer: Any = None
     dummy_scheduler: Any = None
+    model_parameters: int = 0
 
 
 @dataclass
@@ -173,6 +181,7 @@ def resolve_config(options: DeepSpeedOptions, knowledge: Knowledge) -> ResolvedC
     _scheduler(r, knowledge)
     if knowledge.has_client_optimizer:
         config.setdefault("zero_allow_untested_optimizer", True)
+    _buckets(r, knowledge.model_parameters, has_user_config=options.config is not None)
     for path in TUNING_KEYS:
         if _get(config, path) == AUTO:
             _delete(config, path)
@@ -205,6 +214,22 @@ def _zero_options(r: _Resolver, options: DeepSpeedOptions, has_user_config: bool
         if path is not None:
             named = source.format(key=f"offload_{what}_nvme_path", flag=f"{flag}-nvme-path")
             r.put(f"{prefix}.nvme_path", str(path), named)
+
+
+def _buckets(r: _Resolver, model_parameters: int, has_user_config: bool) -> None:
+    """Bucket sizes left "auto" (or not set, when the library writes the whole config)."""
+    stage = int(_get(r.config, "zero_optimization.stage", 0) or 0)
+    for path, default in BUCKET_KEYS.items():
+        current = _get(r.config, path)
+        wanted = current == AUTO or (current is _MISSING and not has_user_config and stage > 0)
+        if not wanted or (path.endswith("stage3_prefetch_bucket_size") and stage != 3):
+            if current == AUTO:
+                _delete(r.config, path)
+            continue
+        if model_parameters > 0:  # a multiple of 512: DeepSpeed aligns buckets for NCCL
+            _set(r.config, path, min(default, -(-model_parameters // 512) * 512))
+        else:
+            _delete(r.config, path)
 
 
 def _precision(r: _Resolver, mixed_precision: str) -> None:

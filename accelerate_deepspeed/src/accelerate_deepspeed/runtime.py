@@ -285,7 +285,8 @@ class DeepSpeedRuntime:
         scheduler = request.schedulers[0] if request.schedulers else None
         index = _model_of(optimizer, request.models)
         model = request.models[index]
-        self.resolved = resolve_config(self.options, self._knowledge(optimizer, scheduler))
+        knowledge = self._knowledge(model, optimizer, scheduler)
+        self.resolved = resolve_config(self.options, knowledge)
         if self.options.print_config and state.is_main_process:
             print("accelerate-deepspeed: resolved DeepSpeed config")
             print(format_config(self.resolved))
@@ -307,7 +308,7 @@ class DeepSpeedRuntime:
             request.schedulers = [DeepSpeedScheduler(engine, prepared_optimizer)]
         return request
 
-    def _knowledge(self, optimizer: Any, scheduler: Any) -> Knowledge:
+    def _knowledge(self, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> Knowledge:
         dummy_opt = optimizer if isinstance(optimizer, DummyOptim) else None
         dummy_sched = scheduler if isinstance(scheduler, DummyScheduler) else None
         lr = None
@@ -324,6 +325,7 @@ class DeepSpeedRuntime:
             has_client_scheduler=scheduler is not None and dummy_sched is None,
             dummy_optimizer=dummy_opt,
             dummy_scheduler=dummy_sched,
+            model_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
         )
 
     def _initialize(
