@@ -40,14 +40,15 @@ def reference_batches(rank: int, world: int) -> list[list[int]]:
     return mine
 
 
-def hand_written_ddp(accumulation: int = ACCUMULATION) -> dict[str, torch.Tensor]:
-    """The fp32 recipe written by hand with DistributedDataParallel."""
+def hand_written_ddp(accumulation: int = ACCUMULATION) -> tuple[dict[str, torch.Tensor], list]:
+    """The fp32 recipe written by hand with DistributedDataParallel: weights, clipped norms."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     model, optimizer, scheduler, inputs, targets = build()
     ddp = DistributedDataParallel(model)
     batches = reference_batches(dist.get_rank(), dist.get_world_size())
+    norms = []
     for _ in range(EPOCHS):
         for i, indices in enumerate(batches):
             sync = (i + 1) % accumulation == 0 or i + 1 == len(batches)
@@ -55,11 +56,11 @@ def hand_written_ddp(accumulation: int = ACCUMULATION) -> dict[str, torch.Tensor
                 loss = torch.nn.functional.mse_loss(ddp(inputs[indices]), targets[indices])
                 (loss / accumulation).backward()
             if sync:
-                torch.nn.utils.clip_grad_norm_(ddp.parameters(), MAX_NORM)
+                norms.append(float(torch.nn.utils.clip_grad_norm_(ddp.parameters(), MAX_NORM)))
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}, norms
 
 
 def loader(inputs: torch.Tensor, targets: torch.Tensor) -> torch.utils.data.DataLoader:
