@@ -183,8 +183,8 @@ def accelerate_core_wrap(request: PrepareRequest, context: PluginContext) -> Pre
     Receives everything at once (models, optimizers, schedulers, dataloaders) after precision
     conversion and device placement; returns the request with wrapped objects in the same
     positions, or ``None`` to leave it unchanged. DDP wraps models; FSDP2 shards them and rebinds
-    the optimizers' parameters; DeepSpeed builds one engine from model, optimizer and scheduler;
-    a distributed backend also shards the dataloaders here.
+    the optimizers' parameters; DeepSpeed builds one engine from model, optimizer and scheduler.
+    The dataloaders arrive prepared (the core shards them between the processes already).
     """
 
 
