@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=RESULTS / "checkpoint.json")
+    parser.add_argument("--output", type=Path, help="default: results/checkpoint.json (full runs)")
     args = parser.parse_args(argv)
+    if args.output is None and not args.quick:
+        args.output = RESULTS / "checkpoint.json"
     if args.quick:
         args.width, args.layers, args.rounds = 512, 4, 2
 
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"load {median['ours_load']:.0f} MB/s vs plain {median['plain_load']:.0f} MB/s (ratio "
         f"{result['load_ratio']:.2f}); goal >= 0.9"
     )
-    if not args.quick:
+    if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
     return result

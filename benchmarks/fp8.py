@@ -71,8 +71,10 @@ def run(mixed_precision: str, width: int, depth: int, steps: int) -> dict[str, f
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--output", type=Path, default=RESULTS / "fp8.json")
+    parser.add_argument("--output", type=Path, help="default: results/fp8.json (full runs)")
     args = parser.parse_args(argv)
+    if args.output is None and not args.quick:
+        args.output = RESULTS / "fp8.json"
     width, depth, steps = (64, 2, 20) if args.quick else (256, 4, 60)
     try:
         import accelerate_fp8  # noqa: F401
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"{bf16['step_ms']:.1f} ms (speed-up {result['speedup']:.2f}x"
         + ("; CPU: correctness only)" if fp8["device"] == "cpu" else ")")
     )
-    if not args.quick:
+    if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
     return result

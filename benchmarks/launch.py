@@ -28,8 +28,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--output", type=Path, default=RESULTS / "launch.json")
+    parser.add_argument("--output", type=Path, help="default: results/launch.json (full runs)")
     args = parser.parse_args(argv)
+    if args.output is None and not args.quick:
+        args.output = RESULTS / "launch.json"
     repeats = 1 if args.quick else args.repeats
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         f"empty script on 2 processes: torchrun {result['torchrun_s']:.2f} s, accel launch "
         f"{result['accel_launch_s']:.2f} s (ratio {result['ratio']:.2f})"
     )
-    if not args.quick:
+    if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -166,10 +166,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--quick", action="store_true", help="few steps; a smoke run for CI")
     parser.add_argument("--steps", type=int, default=100, help="steps per round")
     parser.add_argument("--rounds", type=int, default=41, help="alternating rounds")
-    parser.add_argument("--output", type=Path, default=RESULTS / "overhead.json")
+    parser.add_argument("--output", type=Path, help="default: results/overhead.json (full runs)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--no-ddp", action="store_true", help="skip the 2-process row")
     args = parser.parse_args(argv)
+    if args.output is None and not args.quick:
+        args.output = RESULTS / "overhead.json"
     if args.worker:
         worker(args.worker, args.steps, args.rounds)
         return {}
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         )
     elif ddp is not None:
         print(f"2 processes (ddp): {ddp}")
-    if not args.quick:
+    if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.output}")
