@@ -158,7 +158,9 @@ def config_objects_precision_and_clipping() -> dict[str, object]:
     for _ in range(3):
         for x, y in data:
             with accelerator.accumulate(model):
-                loss = torch.nn.functional.mse_loss(model(x.to(torch.bfloat16)).float(), y)
+                output = model(x)  # fp32 in, fp32 out: the script is the fp32 one
+                out["bf16_output"] = str(output.dtype)
+                loss = torch.nn.functional.mse_loss(output, y)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
@@ -227,6 +229,7 @@ def test_config_optimizer_scheduler_bf16_and_clipping_rules():
         bf16 = out["bf16"]
         assert bf16["autocast"] is None and bf16["scaler"] is None and bf16["bf16"]
         assert bf16["param_dtype"] == "torch.bfloat16" == bf16["saved_dtype"]
+        assert out["bf16_output"] == "torch.float32"
         assert bf16["last_loss"] < 0.9 * bf16["first_loss"]  # it trains
         # 4. clipping
         assert out["engine_clipping"] == 1.0 and out["norm"] > 0

@@ -35,6 +35,10 @@ class DeepSpeedOptions:
         offload_param_nvme_path: directory for the NVMe parameter offload.
         gradient_clipping: clip the global gradient norm to this value in every step.
         print_config: the main process prints the resolved DeepSpeed config at ``prepare``.
+        cast_inputs: under fp16/bf16 the engine's module runs in that dtype; cast floating-point
+            inputs to it and return floating-point outputs in fp32 (what the core's autocast
+            does), so a script written for fp32 inputs runs unchanged. ``False``: DeepSpeed's
+            own behaviour (inputs must already have the module's dtype).
     """
 
     config: str | dict[str, Any] | None = None
@@ -45,6 +49,7 @@ class DeepSpeedOptions:
     offload_param_nvme_path: str | None = None
     gradient_clipping: float | None = None
     print_config: bool = False
+    cast_inputs: bool = True
 
     @classmethod
     def from_mapping(cls, options: dict[str, Any]) -> DeepSpeedOptions:
@@ -144,4 +149,6 @@ def launch_options() -> list[LaunchOption]:
                "gradient_clipping)", "float", "gradient_clipping"),
         option("deepspeed-print-config", "print the resolved DeepSpeed config at prepare",
                "bool", "print_config"),
+        option("deepspeed-cast-inputs", "fp16/bf16: cast float inputs to the engine's dtype, "
+               "outputs to fp32 (default on)", "bool", "cast_inputs"),
     ]  # fmt: skip

@@ -293,6 +293,8 @@ class DeepSpeedRuntime:
         ensure_process_group(state)
         engine = self._initialize(model, optimizer, scheduler, self.resolved.config)
         setattr(engine, CONFIG_ATTRIBUTE, self.resolved.config)
+        if self.options.cast_inputs and (engine.bfloat16_enabled() or engine.fp16_enabled()):
+            cast_at_the_boundary(engine.module, engine.bfloat16_enabled())
         self.engine = engine
         prepared_optimizer = DeepSpeedOptimizer(engine, self)
         request.models = [
@@ -444,6 +446,30 @@ class DeepSpeedRuntime:
         if hasattr(inner, "clip_grad"):
             inner.clip_grad = max_norm
         self.clipping_source = f"an earlier clip_grad_norm_(max_norm={max_norm}) call"
+
+
+def cast_at_the_boundary(module: torch.nn.Module, bf16: bool) -> None:
+    """Floating inputs to the module's 16-bit dtype, floating outputs back to fp32.
+
+    DeepSpeed runs the module itself in fp16/bf16 (not under autocast), so fp32 inputs would
+    fail in the first layer; with these hooks a script written for fp32 runs unchanged, and its
+    loss sees fp32 outputs as under the core's autocast.
+    """
+    from accelerate_core.ops import apply_to_tensors, convert_to_fp32
+
+    dtype = torch.bfloat16 if bf16 else torch.float16
+
+    def cast(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(dtype) if tensor.is_floating_point() else tensor
+
+    def before(_: torch.nn.Module, args: Any, kwargs: Any) -> tuple[Any, Any]:
+        return apply_to_tensors(cast, args), apply_to_tensors(cast, kwargs)
+
+    def after(_: torch.nn.Module, args: Any, output: Any) -> Any:
+        return convert_to_fp32(output)
+
+    module.register_forward_pre_hook(before, with_kwargs=True)
+    module.register_forward_hook(after)
 
 
 def clip_by_value(parameters: Any, clip_value: float) -> None:
