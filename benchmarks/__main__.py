@@ -31,6 +31,10 @@ BENCHMARKS = {
 }
 
 
+# What --quick passes to the benchmarks that have no --quick of their own.
+QUICK_ARGS = {"memory_deepspeed": ["--stages", "0", "3", "--precisions", "bf16"]}
+
+
 def _missing(packages: tuple[str, ...]) -> list[str]:
     return [p for p in packages if importlib.util.find_spec(p) is None]
 
@@ -44,6 +48,8 @@ def run_benchmark(name: str, output: Path, quick: bool) -> dict | str:
     command = [sys.executable, str(script), "--output", str(output)]
     if quick and _supports_quick(script):
         command.append("--quick")
+    elif quick:
+        command += QUICK_ARGS.get(name, [])
     start = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     print(run.stdout.strip() or f"{name}: no output")

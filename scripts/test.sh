@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python benchmarks/overhead.py --quick
+.venv/bin/python -m benchmarks --quick  # smoke run of the benchmark suite: figures, no timing asserts
 .venv/bin/python -m pytest "$@"
