@@ -146,6 +146,7 @@ class ConformanceReport:
             self.outcomes[report.nodeid] = (report.outcome.upper(), reason)
 
     def lines(self) -> list[str]:
+        """The report: one line per check (with its reason or detail) and the verdict."""
         assert self.target is not None
         out = ["", f"accelerate-core conformance: {self.target.describe()}"]
         for nodeid, title in self.titles.items():

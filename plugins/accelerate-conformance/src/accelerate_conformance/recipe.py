@@ -62,6 +62,7 @@ def batches_of(rank: int, world: int) -> list[list[int]]:
 
 
 def autocast_for(precision: str, device: torch.device, autocast_type: str | None = None) -> Any:
+    """The hand-written loop's autocast: the core's fp16/bf16, nothing for other precisions."""
     dtype = BUILTIN_PRECISIONS.get(precision)
     if dtype is None:
         return contextlib.nullcontext()
@@ -124,6 +125,7 @@ def plain(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def dataset_loss(model: torch.nn.Module, device: torch.device) -> float:
+    """The loss over the whole dataset (an evaluation pass: it runs the model without grad)."""
     _, _, _, inputs, targets = build()
     with torch.no_grad():
         output = model(inputs.to(device))
@@ -196,6 +198,7 @@ def new_accelerator(target: Target, **kwargs: Any) -> Any:
 
 
 def prepared(accelerator: Any) -> tuple[Any, Any, Any, Any]:
+    """The recipe's model, optimizer, scheduler and dataloader, prepared in one call."""
     from torch.utils.data import DataLoader, TensorDataset
 
     model, optimizer, scheduler, inputs, targets = build()
@@ -231,6 +234,7 @@ def probe(model: Any, device: torch.device) -> torch.Tensor:
 
 
 def failure(exc: BaseException) -> dict[str, str]:
+    """An exception as picklable text, so a worker process can report it to the checks."""
     return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
 
 

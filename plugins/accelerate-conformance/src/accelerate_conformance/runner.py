@@ -35,6 +35,7 @@ class ConformanceResult:
     outcomes: dict[str, str] = field(default_factory=dict)
 
     def with_outcome(self, outcome: str) -> list[str]:
+        """The checks with this outcome, sorted (``result.with_outcome("failed")``)."""
         return sorted(name for name, value in self.outcomes.items() if value == outcome)
 
     @property

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.metadata as importlib_metadata
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -344,7 +343,7 @@ def test_resume_continues_identically(training_run: list[dict[str, Any]]) -> Non
 
 
 def test_unknown_option_is_a_clear_error_on_every_rank(
-    target: Target, plugins: dict[str, Any], processes: int, tmp_path: Path
+    target: Target, plugins: dict[str, Any], processes: int
 ) -> None:
     """an option the plugin does not know is an accelerate-core error on every rank, not a hang"""
     from accelerate_core.plugins import BUILTIN_LABEL
