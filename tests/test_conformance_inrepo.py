@@ -19,15 +19,7 @@ pytestmark = pytest.mark.multiprocess
 
 # Checks an in-repo plugin is known to fail, with the reason; the test fails when one of them
 # starts passing (remove it here then) and when any other check fails.
-KNOWN_FAILURES: dict[str, dict[str, str]] = {
-    "fsdp": dict.fromkeys(
-        ("test_save_load_round_trip_restores_weights_exactly", "test_resume_continues_identically"),
-        "accelerate-fsdp: after an evaluation forward (no_grad) the FSDP2 root module keeps its "
-        "parameters unsharded, so save_state/load_state do not recognise the optimizer as "
-        "sharded (load_state: 'holds sharded objects [...] but this run prepared [...]'); the "
-        "backend should reshard() its modules before planning a checkpoint",
-    ),
-}
+KNOWN_FAILURES: dict[str, dict[str, str]] = {}
 
 
 def installed(name: str) -> bool:

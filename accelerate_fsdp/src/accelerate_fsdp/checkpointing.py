@@ -65,6 +65,8 @@ class _Plan:
 
     def __init__(self, objects: dict[str, Any]) -> None:
         self.models = {n: m for n, m in objects.items() if isinstance(m, FSDPModule)}
+        for model in self.models.values():
+            _reshard(model)
         # One container for every sharded model: optimizers spanning several models work and
         # optimizer keys are stable parameter names ("model_0.layers.0.weight").
         self.container = torch.nn.ModuleDict(self.models)
@@ -80,6 +82,18 @@ class _Plan:
         self.rest = {
             n: o for n, o in objects.items() if n not in self.models and n not in self.optimizers
         }
+
+
+def _reshard(model: torch.nn.Module) -> None:
+    """Put every FSDP unit back to its sharded parameters.
+
+    After a forward under ``no_grad`` the root unit keeps its parameters unsharded (nothing
+    reshards them until the next backward), and ``module.parameters()`` would then not be the
+    sharded parameters the optimizers hold.
+    """
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def _accumulated_grads(model: FSDPModule) -> dict[str, torch.Tensor]:
