@@ -99,7 +99,7 @@ def _memory_gib() -> float | None:
 def _selection(manager: Any) -> dict[str, Any]:
     """What ``Accelerator()`` would choose in this process now (without creating it)."""
     from ..launch_config import launch_setting
-    from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND, choose_device
+    from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 
     try:
         answers = [
@@ -118,12 +118,26 @@ def _selection(manager: Any) -> dict[str, Any]:
             "environment": environment.source,
             "rank": environment.rank,
             "world_size": environment.world_size,
-            "device": str(choose_device(bool(launch_setting("cpu", None)), environment)),
+            "device": _device_choice(manager, environment),
             "backend": backend if installed else f"{backend} (not installed)",
             "mixed_precision": launch_setting("mixed_precision", None) or "no",
         }
     except Exception as exc:  # the report must print even when the environment is broken
         return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _device_choice(manager: Any, environment: Any) -> str:
+    """The device ``Accelerator()`` would use, including one selected by name."""
+    from ..launch_config import launch_setting
+    from ..state import DEVICE_ENV, choose_device
+
+    named = os.environ.get(DEVICE_ENV)
+    if named:
+        registered = manager.registry(strict=False)["device"].get(named)
+        if registered is None:
+            return f"{named} (not installed)"
+        return f"{named} ({registered.spec.torch_type}, from {registered.distribution})"
+    return str(choose_device(bool(launch_setting("cpu", None)), environment))
 
 
 def _launch_selection(manager: Any) -> dict[str, Any]:
