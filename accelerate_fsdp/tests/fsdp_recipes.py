@@ -500,7 +500,13 @@ def short_run(backend: str, mixed_precision: str, **kwargs) -> dict[str, object]
         else {k: v.clone() for k, v in accelerator.unwrap_model(model).state_dict().items()}
     )
     local = type(model[2].weight.to_local()).__name__ if backend == "fsdp" else None
-    return {"weights": weights, "losses": losses, "skipped": skipped, "local": local}
+    precomputed = backend == "fsdp" and (
+        getattr(model[2].weight._local_tensor, "_precomputed_scale", None) is not None
+    )
+    return {
+        "weights": weights, "losses": losses, "skipped": skipped, "local": local,
+        "precomputed": precomputed,
+    }  # fmt: skip
 
 
 def precisions() -> dict[str, object]:
@@ -523,5 +529,6 @@ def precisions() -> dict[str, object]:
             "max_diff": max_difference(run["weights"], reference["weights"]),
             "trained": not torch.equal(run["weights"]["2.weight"], initial["2.weight"]),
             "local": run["local"],
+            "precomputed": run["precomputed"],
         }
     return out

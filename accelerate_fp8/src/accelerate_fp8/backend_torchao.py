@@ -63,7 +63,29 @@ def convert(request: PrepareRequest, recipe: FP8Recipe, context: PluginContext) 
         )
         models.append(converted_model)
     request.models = models
+    if recipe.fsdp_fp8_all_gather:
+        _precompute_scales_after_each_step(request.optimizers, models)
     return request
+
+
+def _precompute_scales_after_each_step(optimizers: list[Any], models: list[Any]) -> None:
+    """With fp8 all-gather, torchao wants the weights' scales computed once per step, for all
+    shards together, after the optimizer updated them (one all-reduce instead of one per layer).
+
+    A post-step hook on each optimizer does it, so it runs after whichever backend steps.
+    Models that are not sharded by FSDP2 have no such weights and are skipped by torchao.
+    """
+    from torchao.float8 import precompute_float8_dynamic_scale_for_fsdp
+
+    def precompute(*_: Any) -> None:
+        for model in models:
+            precompute_float8_dynamic_scale_for_fsdp(model)
+
+    for optimizer in optimizers:
+        inner = getattr(optimizer, "optimizer", optimizer)
+        register = getattr(inner, "register_step_post_hook", None)
+        if callable(register):
+            register(precompute)
 
 
 def autocast(
