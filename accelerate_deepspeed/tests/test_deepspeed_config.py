@@ -149,9 +149,9 @@ def test_without_a_config_the_options_build_one():
         ({"steps_per_print": "auto"}, {}, {},
          "steps_per_print is \"auto\" in the backend_options['config'] but accelerate-deepspeed "
          "knows no value for it"),
-        ({}, {"mixed_precision": "fp8"}, {},
+        ({}, {"mixed_precision": "fp4"}, {},
          "backend 'deepspeed' runs the precision itself and supports mixed_precision no, fp16, "
-         "bf16, not 'fp8'"),
+         "bf16 and fp8, not 'fp4'"),
         ({"zero_optimization": {"stage": 2}}, {}, {"offload_param_device": "cpu"},
          "parameter offload (cpu) needs ZeRO stage 3"),
     ],

@@ -233,11 +233,12 @@ def _buckets(r: _Resolver, model_parameters: int, has_user_config: bool) -> None
 
 
 def _precision(r: _Resolver, mixed_precision: str) -> None:
-    if mixed_precision not in PRECISIONS:
+    # fp8 (accelerate-fp8) converts Linear layers before the engine is built; the engine then
+    # runs in fp32 around those fp8 matmuls (no bf16/fp16 section of its own).
+    if mixed_precision not in (*PRECISIONS, "fp8"):
         raise ConfigurationError(
             f"backend 'deepspeed' runs the precision itself and supports mixed_precision "
-            f"{', '.join(PRECISIONS)}, not {mixed_precision!r}; pick one of those (fp8 needs "
-            "another backend)"
+            f"{', '.join(PRECISIONS)} and fp8, not {mixed_precision!r}; pick one of those"
         )
     source = f"Accelerator(mixed_precision={mixed_precision!r})"
     r.put("fp16.enabled", mixed_precision == "fp16", source)
