@@ -38,25 +38,12 @@ from typing import Any
 
 import torch
 
-WIDTH, HIDDEN, BLOCKS, BATCH, PROCESSES = 1024, 4096, 6, 8, 2
+# The same model as the DDP/FSDP2 rows, so the two tables compare.
+from memory import BATCH, BLOCKS, HIDDEN, WIDTH, build
+
+PROCESSES = 2
 RESULTS = Path(__file__).parent / "results"
 BYTES = {"bf16": 2, "fp32": 4}
-
-
-class Block(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.up = torch.nn.Linear(WIDTH, HIDDEN)
-        self.down = torch.nn.Linear(HIDDEN, WIDTH)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.down(torch.nn.functional.gelu(self.up(x)))
-
-
-def build() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(*(Block() for _ in range(BLOCKS)))
-    return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
 
 
 def formula(stage: int, precision: str, psi: int, n: int = PROCESSES) -> dict[str, float]:
