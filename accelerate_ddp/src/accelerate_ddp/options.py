@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from accelerate_core import ConfigurationError
+from accelerate_core.option_checks import check_option_names
 
 COMM_HOOKS = ("fp16", "bf16", "powersgd", "batched_powersgd")
 
@@ -24,12 +25,7 @@ class DDPOptions:
 
     @classmethod
     def from_mapping(cls, options: dict[str, Any]) -> DDPOptions:
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown ddp option(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
-            )
+        check_option_names("ddp", options, (f.name for f in fields(cls)))
         parsed = cls(**options)
         if parsed.comm_hook is not None and parsed.comm_hook not in COMM_HOOKS:
             raise ConfigurationError(

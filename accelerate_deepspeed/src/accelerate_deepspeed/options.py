@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate_core import ConfigurationError, LaunchOption
+from accelerate_core.option_checks import check_option_names
 
 NAME = "deepspeed"
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
@@ -54,12 +55,7 @@ class DeepSpeedOptions:
     @classmethod
     def from_mapping(cls, options: dict[str, Any]) -> DeepSpeedOptions:
         """Check ``backend_options``: unknown keys and bad values name the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown deepspeed option(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
-            )
+        check_option_names("deepspeed", options, (f.name for f in fields(cls)))
         parsed = cls(**options)
         parsed._check()
         return parsed

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from accelerate_core import ConfigurationError
+from accelerate_core.option_checks import check_option_names
 
 STATE_DICT_TYPES = ("sharded", "full")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -69,12 +70,7 @@ class FSDPOptions:
     @classmethod
     def from_mapping(cls, options: dict[str, Any]) -> FSDPOptions:
         """Check ``backend_options``: unknown keys and wrong values name what is valid."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise ConfigurationError(
-                f"unknown fsdp option(s) {', '.join(unknown)}; valid: {', '.join(valid)}"
-            )
+        check_option_names("fsdp", options, (f.name for f in fields(cls)))
         values = dict(options)
         if "wrap_classes" in values:
             values["wrap_classes"] = _class_names(values["wrap_classes"])
