@@ -111,8 +111,7 @@ def test_the_minimal_plugin_installs_and_passes_the_conformance_suite(make_distr
         {entry_name: "simpleddp_plugin"}, version=project["version"], requires=tuple(core),
     )  # fmt: skip
 
-    from accelerate_core.launch_config import collect_launch_options
-    from accelerate_core.plugins import get_plugin_manager
+    from accelerate_core.plugins import collect_launch_options, get_plugin_manager
 
     manager = get_plugin_manager()
     assert manager.registry()["backend"]["simpleddp"].distribution == "accelerate-simpleddp 0.1.0"

@@ -15,7 +15,7 @@ import torch
 
 from accelerate_core import Accelerator, ConfigurationError, PluginNotInstalledError
 from accelerate_core.cli.main import main
-from accelerate_core.launch_config import launch_plugin_options
+from accelerate_core.process_settings import launch_plugin_options
 from accelerate_deepspeed import (
     DeepSpeedOptions,
     DummyOptim,
@@ -213,7 +213,7 @@ def test_accel_launch_flags_reach_backend_options(tmp_path, capsys, monkeypatch)
 PYTHON_CHECK = """
 import sys, warnings
 warnings.simplefilter("error")
-from accelerate_core.launch_config import collect_launch_options
+from accelerate_core.plugins import collect_launch_options
 from accelerate_core.plugins import get_plugin_manager
 manager = get_plugin_manager()
 record = manager.select("backend", "deepspeed")

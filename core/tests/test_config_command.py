@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from accelerate_core.cli.main import main
-from accelerate_core.launch_config import CONFIG_FILE_ENV, default_config_path
+from accelerate_core.config_files import default_config_path
+from accelerate_core.launch_options import CONFIG_FILE_ENV
 
 
 @pytest.fixture(autouse=True)

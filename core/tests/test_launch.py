@@ -64,7 +64,7 @@ def script(tmp_path: Path, source: str, name: str = "script.py") -> Path:
 REPORT = """
 import json, os, sys
 from accelerate_core.state import detect_environment
-from accelerate_core.launch_config import check_world_size
+from accelerate_core.process_settings import check_world_size
 
 environment = detect_environment()
 check_world_size(environment.world_size, environment.source, environment.rank)

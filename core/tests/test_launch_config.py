@@ -23,18 +23,16 @@ from accelerate_core import (
 )
 from accelerate_core.builtin.environments import first_slurm_host
 from accelerate_core.cli.main import main
-from accelerate_core.launch_config import (
-    CONFIG_FILE_ENV,
-    LAUNCH_SOURCES_ENV,
-    NUM_PROCESSES_ENV,
-    collect_launch_options,
+from accelerate_core.config_files import (
     config_file_to_read,
     default_config_path,
-    launch_plugin_options,
     load_config_file,
-    resolve_launch_config,
     write_config_file,
 )
+from accelerate_core.launch_options import CONFIG_FILE_ENV, LAUNCH_SOURCES_ENV, NUM_PROCESSES_ENV
+from accelerate_core.launch_settings import resolve_launch_config
+from accelerate_core.plugins import collect_launch_options
+from accelerate_core.process_settings import launch_plugin_options
 from accelerate_core.state import detect_environment
 
 

@@ -1,7 +1,5 @@
 """accelerate-core: one PyTorch training script for CPU, one GPU, many GPUs and many nodes."""
 
-__version__ = "0.1.0"
-
 from .accelerator import Accelerator
 from .checkpoint import ProjectConfiguration
 from .collectives import (
@@ -24,7 +22,6 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .kwargs_handlers import AutocastKwargs, GradScalerKwargs
-from .launch_config import LaunchOption
 from .launchers import notebook_launcher
 from .memory import release_memory
 from .memory_tracker import MemoryTracker, track_memory
@@ -34,11 +31,13 @@ from .specs import (
     BackendSpec,
     DeviceSpec,
     EnvironmentInfo,
+    LaunchOption,
     PluginContext,
     PrecisionSpec,
     PrepareRequest,
 )
 from .state import AcceleratorState, PartialState
+from .version import __version__
 
 __all__ = [
     "AccelerateCoreError",

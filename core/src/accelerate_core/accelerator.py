@@ -24,13 +24,13 @@ from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
 from .kwargs_handlers import KwargsHandler
-from .launch_config import launch_plugin_options, launch_setting
 from .memory import release_memory
 from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
 from .model_files import write_model
 from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
 from .plugins import get_plugin_manager
+from .process_settings import launch_plugin_options, launch_setting
 from .scheduler import AcceleratedScheduler
 from .specs import PluginContext, PrepareRequest
 from .state import AcceleratorState, PartialState, teardown_process_group
@@ -116,7 +116,7 @@ class Accelerator:
         track_memory: str | os.PathLike[str] | bool | None = None,
         project_config: ProjectConfiguration | None = None,
     ) -> None:
-        # Explicit arguments > accel launch > config file > defaults (launch_config.py).
+        # Explicit arguments > accel launch > config file > defaults (process_settings.py).
         steps = launch_setting("gradient_accumulation_steps", gradient_accumulation_steps)
         steps = _check_accumulation_steps(1 if steps is None else steps)
         self.state = AcceleratorState(mixed_precision, cpu=cpu, backend=backend, timeout=timeout)

@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from .specs import (
+    BackendSpec,
+    DeviceSpec,
+    EnvironmentInfo,
+    LaunchOption,
+    PluginContext,
+    PrecisionSpec,
+    PrepareRequest,
+)
+
 if TYPE_CHECKING:
     import torch
-
-    from .launch_config import LaunchOption
-    from .specs import (
-        BackendSpec,
-        DeviceSpec,
-        EnvironmentInfo,
-        PluginContext,
-        PrecisionSpec,
-        PrepareRequest,
-    )
 
 PROJECT_NAME = "accelerate_core"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)

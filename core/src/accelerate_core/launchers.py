@@ -15,14 +15,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from .errors import AccelerateCoreError, ConfigurationError
-from .launch_config import (
-    LAUNCH_ENV_VARS,
+from .launch_options import (
+    LAUNCH_VARIABLES,
     NOTEBOOK_LAUNCHER,
-    LaunchConfig,
-    collect_launch_options,
-    default_num_processes,
+    canonical_precision,
     plugin_source_key,
 )
+from .launch_settings import LaunchConfig, default_num_processes
+from .plugins import collect_launch_options
+from .state import PartialState
 
 ACCEL_TIME_KEY = "accelerate_core_time"  # written by cli/worker.py with the failure
 PRINTED_KEY = "accelerate_core_printed"
@@ -39,8 +40,8 @@ class LaunchFailedError(AccelerateCoreError, RuntimeError):
 @contextmanager
 def launch_environment(variables: Mapping[str, str]) -> Iterator[None]:
     """Set the launch's variables (clearing stale ones) for the block, then restore."""
-    saved = {name: os.environ.get(name) for name in (*LAUNCH_ENV_VARS, *variables)}
-    for name in LAUNCH_ENV_VARS:
+    saved = {name: os.environ.get(name) for name in (*LAUNCH_VARIABLES, *variables)}
+    for name in LAUNCH_VARIABLES:
         os.environ.pop(name, None)
     os.environ.update(variables)
     try:
@@ -139,8 +140,6 @@ def notebook_launcher(
     ``"spawn"`` needs a function importable from a module. ``backend_options`` are passed to
     the selected backend as if given on the command line.
     """
-    from .state import PartialState
-
     if PartialState._shared_state.get("initialized"):
         raise ConfigurationError(
             "an Accelerator (or PartialState) was already created in this process, so "
@@ -206,7 +205,7 @@ def _notebook_config(num_processes: int, **settings: Any) -> LaunchConfig:
     config = LaunchConfig(num_processes=num_processes, options=options)
     for key, value in settings.items():
         if value is not None:
-            setattr(config, key, value.strip().lower() if key == "mixed_precision" else value)
+            setattr(config, key, canonical_precision(value) if key == "mixed_precision" else value)
             config.sources[key] = NOTEBOOK_LAUNCHER
     if backend_options:
         if config.backend is None:

@@ -19,8 +19,11 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .builtin import BUILTIN_PLUGINS, defaults
 from .errors import PluginConflictError, PluginError, PluginNotInstalledError
-from .specs import BackendSpec, DeviceSpec, PrecisionSpec
+from .launch_options import CORE_OPTIONS, OPTION_TYPES
+from .specs import BackendSpec, DeviceSpec, LaunchOption, PrecisionSpec
+from .version import __version__
 
 ENTRY_POINT_GROUP = "accelerate_core"
 DISABLE_AUTOLOAD_ENV = "ACCELERATE_CORE_DISABLE_PLUGIN_AUTOLOAD"
@@ -66,8 +69,6 @@ class Registered:
 
 
 def core_version() -> str:
-    from . import __version__
-
     return __version__
 
 
@@ -139,8 +140,6 @@ class PluginManager:
         self._registry: dict[str, dict[str, Registered]] | None = None
         self._conflicts: list[str] = []
         self._callers: dict[tuple[str, int], Any] = {}
-        from .builtin import BUILTIN_PLUGINS, defaults
-
         self.defaults = defaults
         for plugin in BUILTIN_PLUGINS if builtins is None else builtins:
             self.register(plugin, BUILTIN_LABEL)
@@ -316,6 +315,33 @@ class PluginManager:
     def failed_entry_points(self) -> Iterable[EntryPointRecord]:
         return [r for r in self.entry_points if r.exception is not None]
 
+    def launch_options(self) -> list[LaunchOption]:
+        """The core's launch options followed by every plugin's, checked for clashes."""
+        options = list(CORE_OPTIONS)
+        owners = {o.dest: CORE_DISTRIBUTION for o in CORE_OPTIONS}
+        owners.update({"config_file": CORE_DISTRIBUTION, "dry_run": CORE_DISTRIBUTION})
+        for impl in self.pm.hook.accelerate_core_launch_options.get_hookimpls():
+            dist = self.distribution_of(impl.plugin)
+            for option in impl.function() or ():
+                if not isinstance(option, LaunchOption):
+                    raise PluginConflictError(
+                        f"plugin {self.pm.get_name(impl.plugin)!r} ({dist}) returned {option!r} "
+                        "from accelerate_core_launch_options; expected LaunchOption records"
+                    )
+                if option.type not in OPTION_TYPES or option.target is None:
+                    raise PluginConflictError(
+                        f"launch option '--{option.name}' of {dist} needs a type among "
+                        f"{', '.join(OPTION_TYPES)} and a backend= or precision= it applies to"
+                    )
+                if option.dest in owners:
+                    raise PluginConflictError(
+                        f"launch option '--{option.name}' is offered by both {owners[option.dest]}"
+                        f" and {dist}; uninstall one of them"
+                    )
+                owners[option.dest] = dist
+                options.append(option)
+        return options
+
 
 def _hook_mismatch(record: EntryPointRecord, exc: Exception) -> str:
     """Why a plugin whose hooks take arguments this core's hookspecs lack is skipped."""
@@ -351,3 +377,8 @@ def set_plugin_manager(manager: PluginManager | None) -> None:
 
 def reset_plugin_manager() -> None:
     set_plugin_manager(None)
+
+
+def collect_launch_options(manager: PluginManager | None = None) -> list[LaunchOption]:
+    """The launch options of the core and every installed plugin (``accel launch --help``)."""
+    return (manager or get_plugin_manager()).launch_options()

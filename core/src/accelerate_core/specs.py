@@ -141,3 +141,55 @@ class PluginContext:
     @property
     def device(self) -> Any:
         return self.state.device
+
+
+@dataclass(frozen=True)
+class LaunchOption:
+    """One option of ``accel launch`` / ``accel config``, as a record (plugins return these).
+
+    Attributes:
+        name: the flag without dashes, dash-separated (``"ddp-find-unused-parameters"``). The
+            command line accepts ``--name`` and ``--name_with_underscores``; the config-file key
+            is the name with underscores. Plugin options should start with their backend's name.
+        help: one line for ``--help`` and the ``accel config`` questionnaire.
+        type: ``"bool"`` (a flag, with ``--no-NAME``), ``"int"``, ``"float"``, ``"str"`` or
+            ``"json"`` (a JSON value on the command line, any YAML value in a config file).
+        choices: the accepted values, when there is a fixed set.
+        backend: for a plugin option, the backend whose ``backend_options`` receive the value;
+            processes that selected another backend ignore it.
+        precision: like ``backend``, for a precision's ``precision_options``.
+        key: the key in those options; default the name without the ``backend-``/
+            ``precision-`` prefix, with underscores (``find_unused_parameters``).
+    """
+
+    name: str
+    help: str = ""
+    type: str = "str"
+    choices: tuple[Any, ...] | None = None
+    backend: str | None = None
+    precision: str | None = None
+    key: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """The config-file key and argparse destination."""
+        return self.name.replace("-", "_")
+
+    @property
+    def target(self) -> tuple[str, str] | None:
+        """``("backend"|"precision", name)`` for a plugin option, ``None`` for a core one."""
+        if self.backend is not None:
+            return ("backend", self.backend)
+        if self.precision is not None:
+            return ("precision", self.precision)
+        return None
+
+    @property
+    def option_key(self) -> str:
+        if self.key is not None:
+            return self.key
+        target = self.target
+        name = self.name
+        if target is not None and name.startswith(target[1] + "-"):
+            name = name[len(target[1]) + 1 :]
+        return name.replace("-", "_")

@@ -18,15 +18,11 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from .collectives import run_collective
 from .errors import ConfigurationError, EnvironmentDetectionError, PluginNotInstalledError
-from .launch_config import (  # the variables accel launch sets are defined there
-    BACKEND_ENV,  # noqa: F401
-    MIXED_PRECISION_ENV,  # noqa: F401
-    USE_CPU_ENV,  # noqa: F401
-    check_world_size,
-    launch_setting,
-)
+from .launch_options import canonical_precision
 from .plugins import KNOWN_DISTRIBUTIONS, Registered, get_plugin_manager
+from .process_settings import check_world_size, launch_setting
 from .specs import BackendSpec, DeviceSpec, EnvironmentInfo
 
 SINGLE_PROCESS_BACKEND = "none"
@@ -136,7 +132,7 @@ class PartialState:
         device: str | None = None,
     ) -> None:
         self.__dict__ = self._shared_state
-        # Explicit arguments > accel launch (environment) > defaults; see launch_config.py.
+        # Explicit arguments > accel launch (environment) > defaults; see process_settings.py.
         cpu = bool(launch_setting("cpu", cpu))
         backend = launch_setting("backend", backend) or None
         if self.__dict__.get("initialized"):
@@ -244,8 +240,6 @@ class PartialState:
         if self.num_processes > 1:
             import torch.distributed as dist
 
-            from .collectives import run_collective
-
             if dist.is_initialized():
                 run_collective("wait_for_everyone", dist.barrier)
 
@@ -351,13 +345,13 @@ class AcceleratorState:
         requested = launch_setting("mixed_precision", mixed_precision or None)
         if self.__dict__.get("initialized"):
             PartialState(cpu=cpu, backend=backend)
-            if requested is not None and str(requested).lower() != self.mixed_precision:
+            if requested is not None and canonical_precision(requested) != self.mixed_precision:
                 raise ConfigurationError(
                     f"the process state already uses mixed_precision='{self.mixed_precision}', "
                     f"now '{requested}' is asked for; create one Accelerator per process"
                 )
             return
-        chosen = select_precision(str(requested or "no"))
+        chosen = select_precision(requested or "no")
         name = chosen.spec.name
         partial = PartialState(cpu=cpu, backend=backend, timeout=timeout)
         needed = chosen.spec.requires_device_support
@@ -385,10 +379,10 @@ class AcceleratorState:
         cls._shared_state.clear()
 
 
-def select_precision(name: str) -> Registered:
+def select_precision(name: Any) -> Registered:
     """The registered precision called ``name`` (case-insensitive), or an error listing them."""
     manager = get_plugin_manager()
-    name = name.strip().lower()
+    name = canonical_precision(name)
     precisions = manager.registry()["precision"]
     if name in precisions:
         return precisions[name]

@@ -17,17 +17,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config_files import default_config_path, load_config_file, write_config_file
 from ..errors import AccelerateCoreError, ConfigurationError
-from ..launch_config import (
-    CONFIG_FILE_ENV,
-    LaunchOption,
-    coerce,
-    default_config_path,
-    default_num_processes,
-    load_config_file,
-    resolve_launch_config,
-    write_config_file,
-)
+from ..launch_options import CONFIG_FILE_ENV, coerce
+from ..launch_settings import default_num_processes, resolve_launch_config
+from ..specs import LaunchOption
 
 
 def register(commands: Any, options: Sequence[LaunchOption]) -> None:

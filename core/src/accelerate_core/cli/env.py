@@ -24,8 +24,8 @@ def register(commands: Any) -> None:
 def collect() -> dict[str, Any]:
     import torch
 
-    from .. import __version__
     from ..plugins import KNOWN_DISTRIBUTIONS, PluginManager, installed_entry_points
+    from ..version import __version__
 
     manager = PluginManager()
     info: dict[str, Any] = {
@@ -98,7 +98,7 @@ def _memory_gib() -> float | None:
 
 def _selection(manager: Any) -> dict[str, Any]:
     """What ``Accelerator()`` would choose in this process now (without creating it)."""
-    from ..launch_config import launch_setting
+    from ..process_settings import launch_setting
     from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 
     try:
@@ -128,7 +128,7 @@ def _selection(manager: Any) -> dict[str, Any]:
 
 def _device_choice(manager: Any, environment: Any) -> str:
     """The device ``Accelerator()`` would use, including one selected by name."""
-    from ..launch_config import launch_setting
+    from ..process_settings import launch_setting
     from ..state import DEVICE_ENV, choose_device
 
     named = os.environ.get(DEVICE_ENV)
@@ -142,7 +142,9 @@ def _device_choice(manager: Any, environment: Any) -> str:
 
 def _launch_selection(manager: Any) -> dict[str, Any]:
     """What ``accel launch script.py`` with no options would run, from the config file."""
-    from ..launch_config import collect_launch_options, config_file_to_read, resolve_launch_config
+    from ..config_files import config_file_to_read
+    from ..launch_settings import resolve_launch_config
+    from ..plugins import collect_launch_options
     from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 
     try:

@@ -1,6 +1,6 @@
 """``accel launch [options] script.py [args]`` (or ``-m module``): run a script on N processes.
 
-Options come from the command line, else the config file, else defaults (``launch_config.py``);
+Options come from the command line, else the config file, else defaults (``launch_settings.py``);
 installed plugins add their own (``accelerate_core_launch_options``), so this module names no
 backend. One process runs the script here, in this interpreter. Several processes or machines run
 torchrun in this process (``torch.distributed.run``), each process starting ``cli/worker.py``,
@@ -18,13 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..config_files import config_file_to_read
 from ..errors import AccelerateCoreError, ConfigurationError
-from ..launch_config import (
-    LaunchConfig,
-    LaunchOption,
-    config_file_to_read,
-    resolve_launch_config,
-)
+from ..launch_settings import LaunchConfig, resolve_launch_config
+from ..specs import LaunchOption
 
 # Run by path, not with -m: the worker then imports only the standard library (the script
 # imports what it needs), so a launch costs no more start-up than torchrun itself.

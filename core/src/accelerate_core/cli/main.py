@@ -22,8 +22,9 @@ def _command(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    from .. import __version__
-    from ..launch_config import CORE_OPTIONS, collect_launch_options
+    from ..launch_options import CORE_OPTIONS
+    from ..plugins import collect_launch_options
+    from ..version import __version__
 
     argv = sys.argv[1:] if argv is None else argv
     options = collect_launch_options() if _command(argv) in LAUNCH_COMMANDS else list(CORE_OPTIONS)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..launch_config import LaunchOption
+from ..specs import LaunchOption
 from .launch import add_launch_arguments
 
 TRAINING_CHECK = Path(__file__).with_name("training_check.py")
