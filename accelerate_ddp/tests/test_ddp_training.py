@@ -150,6 +150,11 @@ def options_and_errors() -> dict[str, object]:
         Accelerator(cpu=True, backend_options={"find_unused": True}).prepare(torch.nn.Linear(2, 2))
     except ConfigurationError as exc:
         out["unknown_option"] = str(exc)
+    reset_state(destroy_process_group=False)
+    try:  # refused when the Accelerator is created, before any collective could wait for it
+        Accelerator(cpu=True, backend_options={"typo": 1})
+    except ConfigurationError as exc:
+        out["at_creation"] = str(exc)
     return out
 
 
@@ -159,6 +164,7 @@ def test_ddp_options_reach_ddp_and_unknown_ones_are_errors():
         assert result["frozen_not_wrapped"]
         assert result["unknown_option"].startswith("unknown ddp option(s) find_unused; valid: ")
         assert "find_unused_parameters" in result["unknown_option"]
+        assert result["at_creation"].startswith("unknown ddp option(s) typo; valid: ")
 
 
 def no_backend_error() -> str:

@@ -60,6 +60,24 @@ def test_fp8_without_its_plugin_names_the_pip_command():
         Accelerator(mixed_precision="fp8")
 
 
+def test_options_nobody_reads_are_refused_at_creation():
+    with pytest.raises(ConfigurationError, match=r"backend 'none' takes no options, got"):
+        Accelerator(cpu=True, backend_options={"typo": 1})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"scaler": {}}, r"unknown mixed_precision='no' option\(s\) scaler; valid: grad_scaler"),
+        ({"grad_scaler": {"init": 2.0}}, r"unknown grad_scaler option\(s\) init; valid: init_sc"),
+        ({"autocast": True}, r"precision option 'autocast' must be a dict of AutocastKwargs"),
+    ],
+)
+def test_precision_options_are_checked_at_creation(options, message):
+    with pytest.raises(ConfigurationError, match=message):
+        Accelerator(cpu=True, precision_options=options)
+
+
 def test_prepare_rejects_unknown_objects_and_says_what_it_takes():
     accelerator = Accelerator(cpu=True)
     with pytest.raises(TypeError) as info:

@@ -74,6 +74,7 @@ if environment.world_size > 1:
     total = torch.ones(1)
     dist.all_reduce(total)
     assert int(total.item()) == dist.get_world_size()
+    dist.destroy_process_group()  # exiting with a live gloo group can abort (SIGABRT) at teardown
 sys.stdout.write("REPORT " + json.dumps({
     "rank": environment.rank,
     "world": environment.world_size,

@@ -15,6 +15,15 @@ def accelerate_core_backends() -> list[BackendSpec]:
 
 
 @hookimpl
+def accelerate_core_validate_options(kind: str, name: str, options: dict[str, Any]) -> bool:
+    from .options import DDPOptions
+
+    if kind == "backend":
+        DDPOptions.from_mapping(options)
+    return kind == "backend"
+
+
+@hookimpl
 def accelerate_core_wrap(request: Any, context: Any) -> Any:
     from .wrapping import wrap_models
 

@@ -32,6 +32,15 @@ def _runtime(context: Any) -> Any:
 
 
 @hookimpl
+def accelerate_core_validate_options(kind: str, name: str, options: dict[str, Any]) -> bool:
+    from .options import DeepSpeedOptions  # no DeepSpeed import: options are plain records
+
+    if kind == "backend":
+        DeepSpeedOptions.from_mapping(dict(options))
+    return kind == "backend"
+
+
+@hookimpl
 def accelerate_core_wrap(request: Any, context: Any) -> Any:
     return _runtime(context).wrap(request)
 
@@ -45,7 +54,7 @@ def accelerate_core_unwrap_model(model: Any) -> Any:
 
 @hookimpl
 def accelerate_core_backward(context: Any, scaler: Any) -> Any:
-    # Asked at Accelerator creation: a missing DeepSpeed or a bad option fails here, on every rank.
+    # Asked at Accelerator creation: a missing DeepSpeed fails here, on every rank.
     return _runtime(context).backward_function()
 
 

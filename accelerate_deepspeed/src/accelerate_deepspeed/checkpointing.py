@@ -3,8 +3,9 @@
 ``save_state`` writes each engine with ``engine.save_checkpoint(directory, tag="model_<i>")``:
 every rank writes its ZeRO partitions of the optimizer state (and, under ZeRO-3, of the
 parameters) into ``model_<i>/``; the core lists those files in its manifest and checks them on
-load. Models that DeepSpeed does not own (prepared without an optimizer) are written by the core's
-replicated writer. ``accel-merge-weights`` turns a saved engine into safetensors offline.
+load. The hooks return the names of the engines and their optimizers; models that DeepSpeed does
+not own (prepared without an optimizer) are left to the core, which stores them replicated.
+``accel-merge-weights`` turns a saved engine into safetensors offline.
 """
 
 from __future__ import annotations
@@ -13,46 +14,39 @@ from pathlib import Path
 from typing import Any
 
 from accelerate_core import CheckpointError
-from accelerate_core.checkpoint import load_replicated, save_replicated
 
 from .runtime import DeepSpeedOptimizer, is_engine
 
 
-def _split(objects: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(engines and their optimizers, everything else)."""
-    ours: dict[str, Any] = {}
-    rest: dict[str, Any] = {}
-    for name, obj in objects.items():
-        inner = getattr(obj, "optimizer", None)
-        if is_engine(obj) or isinstance(inner, DeepSpeedOptimizer):
-            ours[name] = obj
-        else:
-            rest[name] = obj
-    return ours, rest
+def _ours(objects: dict[str, Any]) -> dict[str, Any]:
+    """The engines and their optimizers (the core stores everything else)."""
+    return {
+        name: obj
+        for name, obj in objects.items()
+        if is_engine(obj) or isinstance(getattr(obj, "optimizer", None), DeepSpeedOptimizer)
+    }
 
 
 def save_state(objects: dict[str, Any], directory: str, context: Any) -> list[str]:
-    """Write every engine with ``save_checkpoint`` (all ranks), the rest replicated."""
+    """Write every engine with ``save_checkpoint`` (all ranks); return what was stored."""
     gradient_state = context.gradient_state
-    if gradient_state is not None and gradient_state.step % gradient_state.num_steps != 0:
+    if gradient_state is not None and gradient_state.mid_cycle:
         raise CheckpointError(
             "save_state() in the middle of a gradient-accumulation cycle: under DeepSpeed the "
             "accumulated gradients live in the engine's partitioned buffers, which DeepSpeed "
             "checkpoints do not hold. Save after the optimizer step (when "
             "accelerator.sync_gradients is True)"
         )
-    ours, rest = _split(objects)
+    ours = _ours(objects)
     for name, obj in ours.items():
         if is_engine(obj):
             obj.save_checkpoint(directory, tag=name, client_state={}, save_latest=False)
-    if rest:
-        save_replicated(rest, Path(directory), context)
-    return list(objects)
+    return list(ours)
 
 
 def load_state(objects: dict[str, Any], directory: str, context: Any) -> list[str]:
-    """Load what ``save_state`` wrote: engines (optimizer and scheduler included), the rest."""
-    ours, rest = _split(objects)
+    """Load what ``save_state`` wrote: engines, with their optimizers and schedulers."""
+    ours = _ours(objects)
     for name, obj in ours.items():
         if not is_engine(obj):
             continue
@@ -66,9 +60,7 @@ def load_state(objects: dict[str, Any], directory: str, context: Any) -> list[st
         )
         if path is None:
             raise CheckpointError(f"DeepSpeed could not load {Path(directory) / name}")
-    if rest:
-        load_replicated(rest, Path(directory), context)
-    return list(objects)
+    return list(ours)
 
 
 def full_state_dict(model: Any, context: Any) -> dict[str, Any] | None:

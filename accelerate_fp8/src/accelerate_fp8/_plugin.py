@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 from accelerate_core.hookspecs import hookimpl
 from accelerate_core.specs import PluginContext, PrecisionSpec, PrepareRequest
@@ -18,6 +19,15 @@ def accelerate_core_precisions() -> list[PrecisionSpec]:
     # No device key: whether fp8 runs depends on the backend (torchao runs on CPU, TE and MS-AMP
     # need NVIDIA GPUs), so the hooks below check the hardware for the selected backend.
     return [PrecisionSpec("fp8", "fp8 Linear layers: torchao, TransformerEngine or MS-AMP")]
+
+
+@hookimpl
+def accelerate_core_validate_options(kind: str, name: str, options: dict[str, Any]) -> bool:
+    from .recipe import check_precision_options  # plain records: no fp8 library is imported
+
+    if kind == "precision":
+        check_precision_options(options)
+    return kind == "precision"
 
 
 @hookimpl

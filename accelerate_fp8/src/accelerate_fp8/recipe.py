@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from accelerate_core.errors import ConfigurationError
+from accelerate_core.option_checks import check_option_names
 
 RECIPE_KEY = "fp8"
 BACKENDS = ("torchao", "te", "msamp")
@@ -203,6 +204,18 @@ class FP8Recipe:
 
 
 FIELD_NAMES = frozenset(f.name for f in fields(FP8Recipe))
+
+
+# What ``precision_options`` may hold under fp8: the recipe, and the AutocastKwargs /
+# GradScalerKwargs entries that scripts written for fp16/bf16 pass along.
+PRECISION_OPTION_KEYS = (RECIPE_KEY, "autocast", "grad_scaler")
+
+
+def check_precision_options(options: Mapping[str, Any]) -> FP8Recipe:
+    """Check ``precision_options`` under fp8 (asked once at ``Accelerator`` creation)."""
+    recipe = recipe_from_options(options)
+    check_option_names("fp8", options, PRECISION_OPTION_KEYS)
+    return recipe
 
 
 def recipe_from_options(options: Mapping[str, Any]) -> FP8Recipe:

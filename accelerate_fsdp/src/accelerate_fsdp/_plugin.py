@@ -23,6 +23,15 @@ def accelerate_core_backends() -> list[BackendSpec]:
 
 
 @hookimpl
+def accelerate_core_validate_options(kind: str, name: str, options: dict[str, Any]) -> bool:
+    from .options import FSDPOptions
+
+    if kind == "backend":
+        FSDPOptions.from_mapping(options)
+    return kind == "backend"
+
+
+@hookimpl
 def accelerate_core_wrap(request: Any, context: Any) -> Any:
     from .wrapping import shard_request
 
@@ -36,10 +45,8 @@ def accelerate_core_unwrap_model(model: Any) -> Any:
 
 @hookimpl
 def accelerate_core_no_sync(context: Any) -> Any:
-    from .options import FSDPOptions
     from .training import no_sync
 
-    FSDPOptions.from_mapping(context.backend_options)  # asked at creation: fail early
     return no_sync
 
 

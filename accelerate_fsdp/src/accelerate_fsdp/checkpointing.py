@@ -12,7 +12,8 @@
 
 An optimizer that has not stepped yet is saved as its plain ``state_dict()`` (param groups only):
 torch's state-dict helpers would initialise its state with a fake step, and a resumed Adam would
-then count one step too many. Objects that are not sharded go through the core's default format.
+then count one step too many. The hooks return the names of the sharded models and their
+optimizers; the core stores every other object in its replicated format.
 """
 
 from __future__ import annotations
@@ -25,15 +26,13 @@ import torch
 from torch.distributed.fsdp import FSDPModule
 
 from accelerate_core import CheckpointError
-from accelerate_core.checkpoint import (
+from accelerate_core.checkpoint_io import (
     get_object,
     get_tensors,
-    load_replicated,
     put_object,
     put_tensors,
-    save_replicated,
+    read_manifest,
 )
-from accelerate_core.checkpoint_io import read_manifest
 
 from .options import FSDPOptions
 
@@ -79,9 +78,11 @@ class _Plan:
             params = [p for g in inner.param_groups for p in g["params"]]
             if params and all(id(p) in owned for p in params):
                 self.optimizers[name] = inner
-        self.rest = {
-            n: o for n, o in objects.items() if n not in self.models and n not in self.optimizers
-        }
+
+    @property
+    def stored(self) -> list[str]:
+        """The names this backend stores; the core stores the others."""
+        return [*self.models, *self.optimizers]
 
 
 def _reshard(model: torch.nn.Module) -> None:
@@ -181,20 +182,18 @@ def save_state(objects: dict[str, Any], directory: str, context: Any) -> list[st
     elif plan.models or stored:
         _save_sharded(plan, stored, path)
     gradient_state = context.gradient_state
-    if gradient_state is not None and gradient_state.step % gradient_state.num_steps != 0:
+    if gradient_state is not None and gradient_state.mid_cycle:
         _drop_zero_sharded_grads(plan.models, context.device)
         for name, model in plan.models.items():
             grads = _accumulated_grads(model)
             if grads:
                 put_tensors(path, f"fsdp_grads_{rank}_{name}.safetensors", grads)
-    if plan.rest:
-        save_replicated(plan.rest, path, context)
     if is_main:
         (path / META).write_text(json.dumps({
             "format": FORMAT, "state_dict_type": options.state_dict_type,
             "models": sorted(plan.models), "optimizers": sorted(stored), "plain_optimizers": plain,
         }, indent=2))  # fmt: skip
-    return list(objects)
+    return plan.stored
 
 
 def _save_full(plan: _Plan, stored: dict[str, Any], path: Path, is_main: bool) -> None:
@@ -267,9 +266,7 @@ def load_state(objects: dict[str, Any], directory: str, context: Any) -> list[st
         grads_name = f"fsdp_grads_{rank}_{name}.safetensors"
         grads = get_tensors(path, grads_name, manifest) if grads_name in manifest["files"] else {}
         _restore_accumulated_grads(model, grads)
-    if plan.rest:
-        load_replicated(plan.rest, path, context)
-    return list(objects)
+    return plan.stored
 
 
 def _load_full(

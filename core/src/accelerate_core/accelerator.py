@@ -142,6 +142,7 @@ class Accelerator:
             precision_options=_precision_options(precision_options, kwargs_handlers),
             gradient_state=self.gradient_state,
         )
+        self._validate_plugin_options()
         self._resolve_plugin_callables()
         self._models: list[torch.nn.Module] = []
         self._optimizers: list[AcceleratedOptimizer] = []
@@ -151,6 +152,25 @@ class Accelerator:
         self.memory_tracker: MemoryTracker | None = None
         if track_memory:
             self.track_memory(None if track_memory is True else track_memory)
+
+    def _validate_plugin_options(self) -> None:
+        """The owners check the options they receive, once, on every process; none go unread."""
+        manager = get_plugin_manager()
+        context = self.plugin_context
+        for kind, name, owner, options in (
+            ("backend", self.backend, self.state.backend_owner, context.backend_options),
+            ("precision", self.mixed_precision, self.state.precision_owner,
+             context.precision_options),
+        ):  # fmt: skip
+            checked = manager.call_owner(
+                "accelerate_core_validate_options", owner, kind=kind, name=name,
+                options=dict(options), context=context,
+            )  # fmt: skip
+            if options and not checked:
+                raise ConfigurationError(
+                    f"{kind} '{name}' takes no options, got {kind}_options="
+                    f"{dict(options)!r}; remove them"
+                )
 
     def _resolve_plugin_callables(self) -> None:
         """Ask the owning plugins once; the per-step path only calls what they returned."""
@@ -554,7 +574,7 @@ class Accelerator:
         Without ``output_dir``: ``project_dir/checkpoints/checkpoint_<n>``, keeping at most
         ``ProjectConfiguration.total_limit`` of them. Written atomically (see ``checkpoint``).
         """
-        return str(checkpoint.save_state(self, output_dir))
+        return str(checkpoint.save_state(self._training_objects(), output_dir))
 
     def load_state(self, input_dir: str | os.PathLike[str] | None = None) -> str:
         """Restore a checkpoint (default: the latest complete one under ``project_dir``).
@@ -562,7 +582,22 @@ class Accelerator:
         Prepare the same objects first. Prepared dataloaders then continue on their own from the
         next unseen batch of the saved epoch.
         """
-        return str(checkpoint.load_state(self, input_dir))
+        return str(checkpoint.load_state(self._training_objects(), input_dir))
+
+    def _training_objects(self) -> checkpoint.TrainingObjects:
+        """The objects a checkpoint holds, handed to ``checkpoint`` explicitly."""
+        return checkpoint.TrainingObjects(
+            state=self.state,
+            context=self.plugin_context,
+            gradient_state=self.gradient_state,
+            project=self.project_configuration,
+            models=self._models,
+            optimizers=self._optimizers,
+            schedulers=self._schedulers,
+            dataloaders=self._dataloaders,
+            custom_objects=self._custom_objects,
+            scaler=self.scaler,
+        )
 
     def skip_first_batches(self, dataloader: Any, num_batches: int = 0) -> Any:
         """Start the next pass over ``dataloader`` at batch ``num_batches`` of this epoch.

@@ -1,27 +1,29 @@
 """``save_state`` / ``load_state``: everything a run needs to continue exactly where it stopped.
 
 A checkpoint is a directory written under a temporary name and renamed when complete, with a
-``manifest.json`` listing every file (size, CRC32), the world size, backend and versions. Models
-and optimizers go through the backend's checkpoint hook (the core's default writes replicated
-state from the main process, which serves one process and DDP); the rest is the core's:
-schedulers, the fp16 scaler, prepared dataloaders' positions, registered objects, accumulated
-gradients of an unfinished accumulation cycle, and every process's RNG states.
+``manifest.json`` listing every file (size, XXH3-64), the world size, backend and versions
+(``checkpoint_manifest``). Models and optimizers go first to the backend's checkpoint hook, which
+stores those it shards or owns in its own format and says which; the core stores the rest
+replicated, from the main process. The core also stores schedulers, the fp16 scaler, prepared
+dataloaders' positions, registered objects, accumulated gradients of an unfinished accumulation
+cycle, and every process's RNG states.
+
+Loading checks the whole checkpoint before it changes anything: the core reads its own files
+while the checksums are computed, waits for them, and only then hands the backend its files and
+restores the objects. A corrupt checkpoint raises and leaves the run as it was.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import random
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,25 +31,20 @@ import torch
 from . import collectives
 from .checkpoint_io import (
     MANIFEST,
-    Record,
     Verification,
-    file_record,
+    get_object,
+    get_tensors,
+    put_object,
+    put_tensors,
     read_manifest,
-    read_object,
-    read_tensors,
     replace_directory,
-    write_json,
-    write_object,
-    write_tensors,
 )
+from .checkpoint_manifest import OBJECT_KINDS, check_fits, describe_files, versions, write_manifest
 from .errors import CheckpointError
+from .gradient_state import GradientState
 from .plugins import get_plugin_manager
+from .specs import PluginContext
 
-if TYPE_CHECKING:
-    from .accelerator import Accelerator
-    from .specs import PluginContext
-
-FORMAT = "accelerate-core-checkpoint/1"
 CHECKPOINTS_DIR = "checkpoints"
 NAME = re.compile(r"^checkpoint_(\d+)$")
 TMP_PREFIX = ".tmp-"
@@ -70,51 +67,32 @@ class ProjectConfiguration:
     total_limit: int | None = None
 
 
-# --------------------------------------------------------------------------- records
+@dataclass
+class TrainingObjects:
+    """What a checkpoint holds: the training objects the ``Accelerator`` owns (its own lists,
+    not copies) and the process facts needed to save and restore them."""
 
-_RECORDS: dict[str, Record] | None = None
+    state: Any
+    context: PluginContext
+    gradient_state: GradientState
+    project: ProjectConfiguration
+    models: list[Any]
+    optimizers: list[Any]
+    schedulers: list[Any]
+    dataloaders: list[Any]
+    custom_objects: list[Any]
+    scaler: Any = None
 
+    def named(self) -> dict[str, Any]:
+        """Models and optimizers by checkpoint name: what the backend's hook is offered."""
+        named: dict[str, Any] = {f"model_{i}": m for i, m in enumerate(self.models)}
+        named.update({f"optimizer_{i}": o for i, o in enumerate(self.optimizers)})
+        return named
 
-@contextmanager
-def _recording() -> Iterator[dict[str, Record]]:
-    global _RECORDS
-    _RECORDS = {}
-    try:
-        yield _RECORDS
-    finally:
-        _RECORDS = None
-
-
-def _remember(name: str, record: Record) -> None:
-    if _RECORDS is not None:
-        _RECORDS[name] = record
-
-
-def put_tensors(directory: Path, name: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Write one safetensors file and record its size and checksum for the manifest."""
-    _remember(name, write_tensors(directory / name, tensors))
-
-
-def put_object(directory: Path, name: str, obj: Any) -> None:
-    """Write one ``torch.save`` file (loaded back with weights_only) and record it."""
-    _remember(name, write_object(directory / name, obj))
-
-
-def _listed(directory: Path, name: str, manifest: dict[str, Any]) -> Path:
-    if name not in manifest["files"]:
-        raise CheckpointError(
-            f"{name} is not listed in {directory / MANIFEST}; the checkpoint is incomplete or "
-            "was altered"
-        )
-    return directory / name
-
-
-def get_object(directory: Path, name: str, manifest: dict[str, Any]) -> Any:
-    return read_object(_listed(directory, name, manifest))
-
-
-def get_tensors(directory: Path, name: str, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
-    return read_tensors(_listed(directory, name, manifest))
+    def counts(self) -> dict[str, int]:
+        lists = (self.models, self.optimizers, self.schedulers, self.dataloaders,
+                 self.custom_objects)  # fmt: skip
+        return {kind: len(objects) for kind, objects in zip(OBJECT_KINDS, lists)}
 
 
 # --------------------------------------------------------------------------- model state
@@ -137,76 +115,81 @@ def full_state_dict(model: Any, context: PluginContext) -> dict[str, Any]:
     return state if state is not None else unwrap(model, context).state_dict()
 
 
-def save_replicated(objects: dict[str, Any], directory: Path, context: PluginContext) -> list[str]:
-    """The default checkpoint hook: replicated models/optimizers, written by the main process."""
-    if context.state.is_main_process:
-        for name, obj in objects.items():
-            if name.startswith("model_"):
-                put_tensors(directory, f"{name}.safetensors", full_state_dict(obj, context))
-            else:
-                put_object(directory, f"{name}.bin", obj.state_dict())
-    return list(objects)
+def _replicated_file(name: str) -> str:
+    return f"{name}.safetensors" if name.startswith("model_") else f"{name}.bin"
 
 
-def load_replicated(objects: dict[str, Any], directory: Path, context: PluginContext) -> list[str]:
-    manifest = read_manifest(directory)
+def save_replicated(objects: dict[str, Any], directory: Path, context: PluginContext) -> None:
+    """What no backend stored: replicated models/optimizers, written by the main process."""
+    if not context.state.is_main_process:
+        return
     for name, obj in objects.items():
         if name.startswith("model_"):
-            tensors = get_tensors(directory, f"{name}.safetensors", manifest)
-            unwrap(obj, context).load_state_dict(tensors)
+            put_tensors(directory, _replicated_file(name), full_state_dict(obj, context))
         else:
-            obj.load_state_dict(get_object(directory, f"{name}.bin", manifest))
-    return list(objects)
+            put_object(directory, _replicated_file(name), obj.state_dict())
+
+
+def read_replicated(name: str, directory: Path, manifest: dict[str, Any]) -> Any:
+    """Read (without applying) what ``save_replicated`` wrote for ``name``."""
+    if name.startswith("model_"):
+        return get_tensors(directory, _replicated_file(name), manifest)
+    return get_object(directory, _replicated_file(name), manifest)
+
+
+def apply_replicated(name: str, obj: Any, saved: Any, context: PluginContext) -> None:
+    if name.startswith("model_"):
+        unwrap(obj, context).load_state_dict(saved)
+    else:
+        obj.load_state_dict(saved)
 
 
 # --------------------------------------------------------------------------- RNG
 
 
-def has_device_rng(accelerator: Accelerator) -> bool:
+def has_device_rng(state: Any) -> bool:
     """Whether the device owner's RNG hooks are asked: for every device but the built-in CPU
     (its generator is the ``"torch"`` entry), including a plugin device that drives the CPU."""
-    return accelerator.device.type != "cpu" or accelerator.state.device_spec.name != "cpu"
+    return state.device.type != "cpu" or state.device_spec.name != "cpu"
 
 
-def rng_state(accelerator: Accelerator) -> dict[str, Any]:
+def rng_state(state: Any) -> dict[str, Any]:
     """This process's RNG states (python, numpy, torch CPU, device) in weights_only-safe form."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
+    rng: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
-    device = accelerator.device
-    if has_device_rng(accelerator):
-        state["device"] = get_plugin_manager().call_owner(
-            "accelerate_core_device_rng_state", accelerator.state.device_owner, device=device
+    if has_device_rng(state):
+        rng["device"] = get_plugin_manager().call_owner(
+            "accelerate_core_device_rng_state", state.device_owner, device=state.device
         )
-    return state
+    return rng
 
 
-def restore_rng(accelerator: Accelerator, state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    kind, keys, position, has_gauss, cached = state["numpy"]
+def restore_rng(state: Any, rng: dict[str, Any]) -> None:
+    random.setstate(rng["python"])
+    kind, keys, position, has_gauss, cached = rng["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state.get("device") is not None and has_device_rng(accelerator):
+    torch.set_rng_state(rng["torch"])
+    if rng.get("device") is not None and has_device_rng(state):
         get_plugin_manager().call_owner(
-            "accelerate_core_set_device_rng_state", accelerator.state.device_owner,
-            device=accelerator.device, rng_state=state["device"],
+            "accelerate_core_set_device_rng_state", state.device_owner,
+            device=state.device, rng_state=rng["device"],
         )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- directories
 
 
-def checkpoints_root(accelerator: Accelerator) -> Path:
-    project_dir = accelerator.project_configuration.project_dir
-    if project_dir is None:
+def checkpoints_root(project: ProjectConfiguration) -> Path:
+    if project.project_dir is None:
         raise CheckpointError(
             "save_state()/load_state() without a directory need a project directory: "
             "Accelerator(project_dir='runs/my-run') (or pass a directory)"
         )
-    return Path(project_dir) / CHECKPOINTS_DIR
+    return Path(project.project_dir) / CHECKPOINTS_DIR
 
 
 def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -228,47 +211,29 @@ def latest_checkpoint(root: Path) -> Path:
     return found[-1][1]
 
 
-def _next_target(accelerator: Accelerator) -> Path:
-    root = checkpoints_root(accelerator)
+def _next_target(project: ProjectConfiguration) -> Path:
+    root = checkpoints_root(project)
     found = complete_checkpoints(root)
     return root / f"checkpoint_{found[-1][0] + 1 if found else 0}"
 
 
-def _rotate(accelerator: Accelerator, root: Path) -> None:
-    limit = accelerator.project_configuration.total_limit
-    if limit is None:
+def _rotate(project: ProjectConfiguration, root: Path) -> None:
+    if project.total_limit is None:
         return
     found = complete_checkpoints(root)
-    for _, path in found[: max(len(found) - limit, 0)]:
+    for _, path in found[: max(len(found) - project.total_limit, 0)]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------- save / load
+# --------------------------------------------------------------------------- save
 
 
-def _objects(accelerator: Accelerator) -> dict[str, Any]:
-    named: dict[str, Any] = {}
-    named.update({f"model_{i}": m for i, m in enumerate(accelerator._models)})
-    named.update({f"optimizer_{i}": o for i, o in enumerate(accelerator._optimizers)})
-    return named
-
-
-def _versions(accelerator: Accelerator) -> dict[str, str]:
-    from . import __version__
-
-    versions = {"accelerate-core": __version__, "torch": torch.__version__,
-                "python": platform.python_version()}  # fmt: skip
-    registered = get_plugin_manager().registry()["backend"].get(accelerator.backend)
-    if registered is not None:
-        versions["backend"] = registered.distribution
-    return versions
-
-
-def save_state(accelerator: Accelerator, output_dir: str | os.PathLike[str] | None = None) -> Path:
+def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write a complete checkpoint (see module docstring); returns its directory."""
-    state = accelerator.state
+    state = objects.state
+    manager = get_plugin_manager()
     automatic = output_dir is None
-    target = _next_target(accelerator) if automatic else Path(output_dir)
+    target = _next_target(objects.project) if automatic else Path(output_dir)
     tmp_name = [f"{TMP_PREFIX}{target.name}-{secrets.token_hex(4)}"]
     if state.is_main_process:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -277,147 +242,146 @@ def save_state(accelerator: Accelerator, output_dir: str | os.PathLike[str] | No
         (target.parent / tmp_name[0]).mkdir()
     collectives.broadcast_object_list(tmp_name, from_process=0)  # also: the directory exists
     tmp = target.parent / tmp_name[0]
-    context = accelerator.plugin_context
-    gradient_state = accelerator.gradient_state
-    mid_cycle = gradient_state.step % gradient_state.num_steps != 0
+    context = objects.context
+    mid_cycle = objects.gradient_state.mid_cycle
     # Queued device work (an asynchronous or lazy device) must finish before its state is read.
-    get_plugin_manager().call_owner(
-        "accelerate_core_synchronize", state.device_owner, device=accelerator.device
-    )
-    with _recording() as records:
-        objects = _objects(accelerator)
-        handled = get_plugin_manager().call_owner(
-            "accelerate_core_save_state", state.backend_owner, objects=objects,
-            directory=str(tmp), context=context,
-        )  # fmt: skip
-        rest = {k: v for k, v in objects.items() if k not in set(handled or ())}
-        if rest:  # what the backend left to the core
-            save_replicated(rest, tmp, context)
-        rank = state.process_index
-        put_object(tmp, f"random_states_{rank}.bin", rng_state(accelerator))
-        if mid_cycle:
-            for i, model in enumerate(accelerator._models):
+    manager.call_owner("accelerate_core_synchronize", state.device_owner, device=state.device)
+    named = objects.named()
+    handled = manager.call_owner(
+        "accelerate_core_save_state", state.backend_owner, objects=named, directory=str(tmp),
+        context=context,
+    )  # fmt: skip
+    by_backend = sorted(set(handled or ()))
+    rest = {k: v for k, v in named.items() if k not in by_backend}
+    save_replicated(rest, tmp, context)
+    rank = state.process_index
+    put_object(tmp, f"random_states_{rank}.bin", rng_state(state))
+    if mid_cycle:
+        for i, model in enumerate(objects.models):
+            if f"model_{i}" in rest:  # a backend keeps the accumulated gradients it shards
                 grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
                 put_tensors(tmp, f"grads_{rank}_model_{i}.safetensors", grads)
-        if state.is_main_process:
-            for i, scheduler in enumerate(accelerator._schedulers):
-                put_object(tmp, f"scheduler_{i}.bin", scheduler.state_dict())
-            for i, loader in enumerate(accelerator._dataloaders):
-                put_object(tmp, f"dataloader_{i}.bin", loader.state_dict())
-            for i, obj in enumerate(accelerator._custom_objects):
-                put_object(tmp, f"custom_checkpoint_{i}.bin", obj.state_dict())
-            if accelerator.scaler is not None:
-                put_object(tmp, "scaler.bin", accelerator.scaler.state_dict())
-        mine = dict(records)
-    every_rank = collectives.gather_object(mine)
     if state.is_main_process:
-        files: dict[str, dict[str, int]] = {}
-        for part in every_rank:
-            files.update(part)
-        for path in sorted(tmp.rglob("*")):  # files a backend wrote with its own writer
-            name = path.relative_to(tmp).as_posix()
-            if path.is_file() and name not in files:
-                files[name] = file_record(path)
-        write_json(tmp / MANIFEST, {
-            "format": FORMAT,
-            "created": datetime.now(timezone.utc).isoformat(),
-            "world_size": state.num_processes,
-            "backend": accelerator.backend,
-            "mixed_precision": accelerator.mixed_precision,
-            "versions": _versions(accelerator),
-            "objects": {
-                "models": len(accelerator._models),
-                "optimizers": len(accelerator._optimizers),
-                "schedulers": len(accelerator._schedulers),
-                "dataloaders": len(accelerator._dataloaders),
-                "custom": len(accelerator._custom_objects),
-                "scaler": accelerator.scaler is not None,
-            },
-            "gradient_accumulation": {"step": gradient_state.step, "mid_cycle": mid_cycle},
-            "files": files,
-        })  # fmt: skip
+        for i, scheduler in enumerate(objects.schedulers):
+            put_object(tmp, f"scheduler_{i}.bin", scheduler.state_dict())
+        for i, loader in enumerate(objects.dataloaders):
+            put_object(tmp, f"dataloader_{i}.bin", loader.state_dict())
+        for i, obj in enumerate(objects.custom_objects):
+            put_object(tmp, f"custom_checkpoint_{i}.bin", obj.state_dict())
+        if objects.scaler is not None:
+            put_object(tmp, "scaler.bin", objects.scaler.state_dict())
+    state.wait_for_everyone()  # every process wrote its files: now they can be listed
+    files = describe_files(tmp, rank, state.num_processes)
+    if state.is_main_process:
+        registered = manager.registry()["backend"].get(state.backend)
+        write_manifest(
+            tmp,
+            files,
+            world_size=state.num_processes,
+            backend=state.backend,
+            mixed_precision=state.mixed_precision,
+            versions=versions(registered.distribution if registered else None),
+            objects={**objects.counts(), "scaler": objects.scaler is not None},
+            backend_objects=by_backend,
+            gradient_accumulation={"step": objects.gradient_state.step, "mid_cycle": mid_cycle},
+        )
         replace_directory(tmp, target)
         if automatic:
-            _rotate(accelerator, target.parent)
-    accelerator.wait_for_everyone()
+            _rotate(objects.project, target.parent)
+    state.wait_for_everyone()
     return target
 
 
-def _check_fits(accelerator: Accelerator, manifest: dict[str, Any], directory: Path) -> None:
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{directory} has format {manifest.get('format')!r}, not {FORMAT}")
-    if manifest["world_size"] != accelerator.num_processes:
-        raise CheckpointError(
-            f"{directory} was saved by {manifest['world_size']} process(es) and this run has "
-            f"{accelerator.num_processes}; backend '{accelerator.backend}' cannot reshard its "
-            f"state. Resume with {manifest['world_size']} process(es), or load the weights "
-            "alone (save_model / load_state_dict)"
-        )
-    if manifest["backend"] != accelerator.backend:
-        raise CheckpointError(
-            f"{directory} was saved with backend '{manifest['backend']}', this run uses "
-            f"'{accelerator.backend}'; resume with the same backend"
-        )
-    counts = manifest["objects"]
-    ours = {
-        "models": len(accelerator._models), "optimizers": len(accelerator._optimizers),
-        "schedulers": len(accelerator._schedulers),
-        "dataloaders": len(accelerator._dataloaders), "custom": len(accelerator._custom_objects),
-    }  # fmt: skip
-    for kind, count in ours.items():
-        if counts[kind] != count:
-            raise CheckpointError(
-                f"{directory} holds {counts[kind]} {kind} but this run prepared {count}; "
-                "prepare (and register_for_checkpointing) the same objects before load_state"
-            )
+# --------------------------------------------------------------------------- load
 
 
-def load_state(accelerator: Accelerator, input_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Restore a checkpoint written by ``save_state``; returns its directory."""
+def load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Restore a checkpoint written by ``save_state``; returns its directory.
+
+    Nothing is changed until every file of the checkpoint has been verified against the manifest.
+    """
+    state = objects.state
     directory = (
-        latest_checkpoint(checkpoints_root(accelerator)) if input_dir is None else Path(input_dir)
-    )
+        latest_checkpoint(checkpoints_root(objects.project)) if input_dir is None
+        else Path(input_dir)
+    )  # fmt: skip
     manifest = read_manifest(directory)
-    _check_fits(accelerator, manifest, directory)
+    check_fits(
+        manifest, directory, world_size=state.num_processes, backend=state.backend,
+        counts=objects.counts(),
+    )  # fmt: skip
     verification = Verification(directory, manifest["files"])
     try:
-        _load_everything(accelerator, directory, manifest)
+        replicated, steps = _read_core_files(objects, directory, manifest)
     except Exception:
         verification.check()  # a corrupt file explains the failure better than its symptom
         raise
-    verification.check()
+    verification.check()  # before any live object changes
+    named = objects.named()
+    handled = get_plugin_manager().call_owner(
+        "accelerate_core_load_state", state.backend_owner, objects=named,
+        directory=str(directory), context=objects.context,
+    )  # fmt: skip
+    for name, obj in named.items():
+        if name not in set(handled or ()):
+            saved = replicated.get(name)
+            if saved is None:  # the manifest said the backend stores it; it did not load it
+                saved = read_replicated(name, directory, manifest)
+            apply_replicated(name, obj, saved, objects.context)
+    for step in steps:
+        step()
     return directory
 
 
-def _load_everything(accelerator: Accelerator, directory: Path, manifest: dict[str, Any]) -> None:
-    state = accelerator.state
-    objects = _objects(accelerator)
-    handled = get_plugin_manager().call_owner(
-        "accelerate_core_load_state", state.backend_owner, objects=objects,
-        directory=str(directory), context=accelerator.plugin_context,
-    )  # fmt: skip
-    rest = {k: v for k, v in objects.items() if k not in set(handled or ())}
-    if rest:  # what the backend left to the core
-        load_replicated(rest, directory, accelerator.plugin_context)
-    for i, scheduler in enumerate(accelerator._schedulers):
-        scheduler.load_state_dict(get_object(directory, f"scheduler_{i}.bin", manifest))
-    for i, loader in enumerate(accelerator._dataloaders):
-        loader.load_state_dict(get_object(directory, f"dataloader_{i}.bin", manifest))
-    for i, obj in enumerate(accelerator._custom_objects):
-        obj.load_state_dict(get_object(directory, f"custom_checkpoint_{i}.bin", manifest))
-    if accelerator.scaler is not None and manifest["objects"]["scaler"]:
-        accelerator.scaler.load_state_dict(get_object(directory, "scaler.bin", manifest))
+def _read_core_files(
+    objects: TrainingObjects, directory: Path, manifest: dict[str, Any]
+) -> tuple[dict[str, Any], list[Callable[[], None]]]:
+    """Read every file the core restores itself; nothing is applied yet.
+
+    Returns the saved state of each replicated model/optimizer by name, and one callable per
+    other object that applies its saved state, in the order they must run.
+    """
+    by_backend = set(manifest.get("backend_objects", objects.named()))
+    read: dict[str, Any] = {
+        name: read_replicated(name, directory, manifest)
+        for name in objects.named()
+        if name not in by_backend
+    }
+    steps: list[Callable[[], None]] = []
+
+    def restore(obj: Any, file: str) -> None:
+        saved = get_object(directory, file, manifest)
+        steps.append(lambda: obj.load_state_dict(saved))
+
+    for i, scheduler in enumerate(objects.schedulers):
+        restore(scheduler, f"scheduler_{i}.bin")
+    for i, loader in enumerate(objects.dataloaders):
+        restore(loader, f"dataloader_{i}.bin")
+    for i, obj in enumerate(objects.custom_objects):
+        restore(obj, f"custom_checkpoint_{i}.bin")
+    if objects.scaler is not None and manifest["objects"]["scaler"]:
+        restore(objects.scaler, "scaler.bin")
     accumulation = manifest["gradient_accumulation"]
-    accelerator.gradient_state.step = accumulation["step"]
-    rank = state.process_index
-    for i, model in enumerate(accelerator._models):
-        name = f"grads_{rank}_model_{i}.safetensors"
-        parameters = dict(model.named_parameters())
-        if accumulation["mid_cycle"]:
-            grads = get_tensors(directory, name, manifest)
-            for param_name, grad in grads.items():
-                parameters[param_name].grad = grad.to(parameters[param_name].device)
-        else:
-            for parameter in parameters.values():
-                parameter.grad = None
-    restore_rng(accelerator, get_object(directory, f"random_states_{rank}.bin", manifest))
+    rank = objects.state.process_index
+    grads: dict[int, dict[str, torch.Tensor]] = {}
+    if accumulation["mid_cycle"]:
+        for i in range(len(objects.models)):
+            name = f"grads_{rank}_model_{i}.safetensors"
+            if name in manifest["files"]:
+                grads[i] = get_tensors(directory, name, manifest)
+    rng = get_object(directory, f"random_states_{rank}.bin", manifest)
+
+    def finish() -> None:
+        objects.gradient_state.step = accumulation["step"]
+        for i, model in enumerate(objects.models):
+            parameters = dict(model.named_parameters())
+            if accumulation["mid_cycle"]:
+                for param_name, grad in grads.get(i, {}).items():
+                    parameters[param_name].grad = grad.to(parameters[param_name].device)
+            else:
+                for parameter in parameters.values():
+                    parameter.grad = None
+        restore_rng(objects.state, rng)
+
+    steps.append(finish)
+    return read, steps

@@ -87,11 +87,10 @@ def _storable(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return prepared
 
 
-def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> Record:
+def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
     save_file(_storable(tensors), path)
-    return file_record(path)
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -100,9 +99,8 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(path)
 
 
-def write_object(path: Path, obj: Any) -> Record:
+def write_object(path: Path, obj: Any) -> None:
     torch.save(obj, path)
-    return file_record(path)
 
 
 def read_object(path: Path) -> Any:
@@ -113,6 +111,34 @@ def read_object(path: Path) -> Any:
             f"{path} cannot be loaded safely (weights_only=True): {exc}. Only tensors, numbers, "
             "strings and containers of them are loaded; save other state as those"
         ) from exc
+
+
+def put_tensors(directory: Path, name: str, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write ``directory/name`` as safetensors (the manifest records it once the save is done)."""
+    write_tensors(Path(directory) / name, tensors)
+
+
+def put_object(directory: Path, name: str, obj: Any) -> None:
+    """Write ``directory/name`` with ``torch.save`` (read back with ``weights_only=True``)."""
+    write_object(Path(directory) / name, obj)
+
+
+def listed(directory: Path, name: str, manifest: Mapping[str, Any]) -> Path:
+    """``directory/name``, which must be one of the files the manifest vouches for."""
+    if name not in manifest["files"]:
+        raise CheckpointError(
+            f"{name} is not listed in {Path(directory) / MANIFEST}; the checkpoint is incomplete "
+            "or was altered"
+        )
+    return Path(directory) / name
+
+
+def get_object(directory: Path, name: str, manifest: Mapping[str, Any]) -> Any:
+    return read_object(listed(directory, name, manifest))
+
+
+def get_tensors(directory: Path, name: str, manifest: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    return read_tensors(listed(directory, name, manifest))
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -39,8 +39,10 @@ class GradientState:
         return bool(self._dataloaders) and self._dataloaders[-1].end_of_dataloader
 
     @property
-    def in_dataloader(self) -> bool:
-        return bool(self._dataloaders)
+    def mid_cycle(self) -> bool:
+        """True between the micro-steps of an unfinished accumulation cycle: gradients are
+        accumulated but not yet applied (a checkpoint must keep them)."""
+        return self.step % self.num_steps != 0
 
     @property
     def active_dataloader(self) -> Any:

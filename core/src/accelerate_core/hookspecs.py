@@ -139,6 +139,24 @@ def accelerate_core_synchronize(device: torch.device) -> bool | None:
     """
 
 
+# --------------------------------------------------------------------------- options
+
+
+@hookspec(firstresult=True)
+def accelerate_core_validate_options(
+    kind: str, name: str, options: dict[str, Any], context: PluginContext
+) -> bool | None:
+    """Check the options users gave the backend or precision ``name`` that this plugin provides.
+
+    Asked of the owner once per ``Accelerator``, on every process, before any other family hook:
+    ``kind`` is ``"backend"`` (``options`` is ``context.backend_options``: ``Accelerator(
+    backend_options=...)`` over ``accel launch``'s) or ``"precision"`` (``precision_options``).
+    Raise ``ConfigurationError`` naming the fix for unknown keys, wrong types, invalid choices
+    and contradictions (the other selection is in ``context``); return True once checked. When
+    the owner does not answer, any option at all is an error: the selection takes none.
+    """
+
+
 # --------------------------------------------------------------------------- precision conversion
 
 
@@ -267,7 +285,8 @@ def accelerate_core_save_state(
     """Save the prepared models and optimizers in the backend's own (possibly sharded) format.
 
     ``objects`` maps checkpoint names to prepared objects. Return the names handled (the core
-    saves the rest itself) or ``None`` to let the core save everything.
+    saves the rest itself, with their accumulated gradients when ``gradient_state.mid_cycle``)
+    or ``None`` to let the core save everything.
     """
 
 
@@ -275,7 +294,10 @@ def accelerate_core_save_state(
 def accelerate_core_load_state(
     objects: dict[str, Any], directory: str, context: PluginContext
 ) -> list[str] | None:
-    """Load what ``accelerate_core_save_state`` wrote; return the names handled, or ``None``."""
+    """Load what ``accelerate_core_save_state`` wrote; return the names handled, or ``None``.
+
+    Called once every file of the checkpoint matched its manifest; the core loads the rest.
+    """
 
 
 # --------------------------------------------------------------------------- launch

@@ -12,13 +12,18 @@ from accelerate_conformance.runner import run_conformance
 REQUIRES = ("accelerate-core>=0.1,<0.2",)
 
 # Registers a distributed backend whose wrap hook returns the models as they are: every process
-# trains on its own batches and nothing synchronises the gradients. It also accepts any option.
+# trains on its own batches and nothing synchronises the gradients. It also accepts any option
+# (it claims to have checked them).
 NO_SYNC_BACKEND = """
 from accelerate_core import BackendSpec, hookimpl
 
 @hookimpl
 def accelerate_core_backends():
     return [BackendSpec("nosync", "forgets to synchronise gradients")]
+
+@hookimpl
+def accelerate_core_validate_options(kind):
+    return kind == "backend"  # checks nothing
 
 @hookimpl
 def accelerate_core_wrap(request, context):

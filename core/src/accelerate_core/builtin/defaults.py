@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -193,17 +192,3 @@ class _SkippedFlag:
 @last
 def accelerate_core_get_state_dict(model: torch.nn.Module, context: PluginContext) -> None:
     return None
-
-
-@last
-def accelerate_core_save_state(objects: dict, directory: str, context: PluginContext) -> list[str]:
-    from ..checkpoint import save_replicated
-
-    return save_replicated(objects, Path(directory), context)
-
-
-@last
-def accelerate_core_load_state(objects: dict, directory: str, context: PluginContext) -> list[str]:
-    from ..checkpoint import load_replicated
-
-    return load_replicated(objects, Path(directory), context)
