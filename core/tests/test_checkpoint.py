@@ -107,6 +107,29 @@ def test_corrupt_file_is_named(saved):
         accelerator.load_state(directory)
 
 
+def test_a_corrupt_checkpoint_changes_nothing(tmp_path):
+    """Every file is verified before any live object is restored: weights, optimizer state,
+    RNG and accumulation step stay those of the running process."""
+    accelerator = Accelerator(cpu=True)
+    model, optimizer = prepared(accelerator)
+    one_step(accelerator, model, optimizer)
+    accelerator.save_state(tmp_path / "c")
+    one_step(accelerator, model, optimizer)  # the live state now differs from the saved one
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = [s["exp_avg"].clone() for s in optimizer.state_dict()["state"].values()]
+    rng = torch.get_rng_state()
+    path = tmp_path / "c" / "random_states_0.bin"  # restored last, after the models
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"random_states_0\.bin is corrupt \(checksum"):
+        accelerator.load_state(tmp_path / "c")
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    after = [s["exp_avg"] for s in optimizer.state_dict()["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(after, moments))
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
 def test_truncated_and_missing_files_are_named(saved):
     accelerator, directory = saved
     path = directory / "optimizer_0.bin"

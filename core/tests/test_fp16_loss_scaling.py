@@ -71,3 +71,52 @@ def test_unscale_happens_once_before_clipping():
     assert torch.equal(weight.grad, torch.tensor([3.0, 4.0]))
     optimizer.step()
     assert torch.equal(weight.detach(), torch.tensor([-3.0, -4.0]))
+
+
+def _device_reads_of_a_training(monkeypatch, with_scheduler: bool, fused: bool = False) -> int:
+    """``Tensor.item`` calls (device reads, a sync on GPUs) made by 6 fp16 training steps."""
+    from accelerate_core.state import reset_state
+
+    reset_state()
+    accelerator = Accelerator(mixed_precision="fp16", cpu=True)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=fused)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+    objects = (model, optimizer, scheduler) if with_scheduler else (model, optimizer)
+    model, optimizer, *rest = accelerator.prepare(*objects)
+    reads = []
+    real_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(1) or real_item(t))
+    for _ in range(6):
+        accelerator.backward(model(torch.randn(8, 4)).pow(2).mean())
+        optimizer.step()
+        for scheduler in rest:
+            scheduler.step()
+        optimizer.zero_grad()
+    monkeypatch.undo()
+    return len(reads)
+
+
+def test_a_prepared_scheduler_reads_nothing_from_the_device_under_fp16(monkeypatch):
+    """The skip flag comes from a post-step hook: the scheduler's check costs no device sync."""
+    plain = _device_reads_of_a_training(monkeypatch, with_scheduler=False)
+    scheduled = _device_reads_of_a_training(monkeypatch, with_scheduler=True)
+    assert scheduled == plain
+
+
+def test_a_fused_optimizer_skips_inside_its_kernel_and_the_flag_says_so():
+    """Fused optimizers step on every call and skip in the kernel; the flag reads found_inf."""
+    accelerator = Accelerator(mixed_precision="fp16", cpu=True)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    skipped = []
+    for step in range(3):
+        accelerator.backward(model(torch.randn(8, 4)).pow(2).mean())
+        if step == 1:
+            model.weight.grad[0, 0] = float("inf")
+        optimizer.step()
+        optimizer.zero_grad()
+        skipped.append(accelerator.optimizer_step_was_skipped)
+    assert skipped == [False, True, False]

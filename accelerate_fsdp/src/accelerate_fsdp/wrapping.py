@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -287,7 +286,3 @@ def _shard_state(values: dict[str, Any], old: torch.Tensor, new: DTensor) -> dic
             )  # fmt: skip
         sharded[key] = value
     return sharded
-
-
-def sharded_modules(models: Iterable[torch.nn.Module]) -> list[FSDPModule]:
-    return [m for m in models if isinstance(m, FSDPModule)]

@@ -9,7 +9,7 @@ from the start of the epoch that even out the last round; ``gather_for_metrics``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -189,7 +189,3 @@ def _even_share(items: list[int], rank: int, world: int) -> list[int]:
     per, extra = divmod(len(items), world)
     start = rank * per + min(rank, extra)
     return items[start : start + per + (1 if rank < extra else 0)]
-
-
-def dataset_length(dataset: Iterable[Any]) -> int | None:
-    return len(dataset) if isinstance(dataset, Sized) else None

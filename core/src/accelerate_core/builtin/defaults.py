@@ -8,6 +8,7 @@ these. They implement one process on any device that ``torch.accelerator`` knows
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -162,27 +163,56 @@ def accelerate_core_optimizer_step(context: PluginContext, scaler: Any) -> Calla
         return step
 
     def scaled_step(optimizer: torch.optim.Optimizer) -> Any:
-        scaler.step(optimizer)
-        # Read before update() clears it; summed lazily so no device sync happens here.
-        found_inf = scaler._found_inf_per_device(optimizer)
+        record = _StepRecord.of(optimizer)
+        record.ran, record.found_inf = False, None
+        scaler.step(optimizer)  # calls optimizer.step() only when the gradients are finite
         scaler.update()
-        return _SkippedFlag(list(found_inf.values()))
+        return _SkippedFlag(record.ran, record.found_inf)
 
     return scaled_step
 
 
+class _StepRecord:
+    """Whether ``optimizer.step()`` ran, seen by a post-step hook (torch's public API), so the
+    skip is known without reading a device flag. Fused optimizers step every time and skip
+    inside their kernel: for them the hook keeps the ``found_inf`` tensor the scaler handed them,
+    read only if someone asks."""
+
+    __slots__ = ("found_inf", "ran")
+
+    def __init__(self) -> None:
+        self.ran = False
+        self.found_inf: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, optimizer: torch.optim.Optimizer) -> _StepRecord:
+        record = _STEP_RECORDS.get(optimizer)
+        if record is None:
+            record = _STEP_RECORDS[optimizer] = cls()
+            optimizer.register_step_post_hook(record._after_step)
+        return record
+
+    def _after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.ran = True
+        self.found_inf = getattr(optimizer, "found_inf", None)
+
+
+_STEP_RECORDS: weakref.WeakKeyDictionary[Any, _StepRecord] = weakref.WeakKeyDictionary()
+
+
 class _SkippedFlag:
-    """Truthy when the scaler found inf/nan gradients and skipped the step (evaluated on demand)."""
+    """Truthy when the scaler found inf/nan gradients and skipped the step; a fused optimizer's
+    flag is read from the device only when asked."""
 
-    __slots__ = ("_flags", "_value")
+    __slots__ = ("_found_inf", "_value")
 
-    def __init__(self, flags: list[torch.Tensor]) -> None:
-        self._flags = flags
-        self._value: bool | None = None
+    def __init__(self, ran: bool, found_inf: torch.Tensor | None) -> None:
+        self._found_inf = found_inf
+        self._value: bool | None = None if ran and found_inf is not None else not ran
 
     def __bool__(self) -> bool:
         if self._value is None:
-            self._value = any(bool(f.item()) for f in self._flags)
+            self._value = bool(self._found_inf.item())
         return self._value
 
 
