@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from .plugins import get_plugin_manager
+from .state import PartialState
 
 FORMAT = "accelerate-core-memory/1"
 FILE_PREFIX = "memory-rank"
@@ -96,8 +97,6 @@ class MemoryTracker:
         if not interval > 0:
             raise ValueError(f"MemoryTracker interval must be > 0 seconds, got {interval!r}")
         if rank is None or world_size is None or device is None:
-            from .state import PartialState
-
             state = PartialState()
             rank = state.process_index if rank is None else rank
             world_size = state.num_processes if world_size is None else world_size

@@ -7,6 +7,8 @@ import random
 import numpy as np
 import torch
 
+from .state import PartialState
+
 
 def set_seed(seed: int, device_specific: bool = False, deterministic: bool = False) -> None:
     """Seed Python's ``random``, NumPy and torch (CPU and every device) with ``seed``.
@@ -17,8 +19,6 @@ def set_seed(seed: int, device_specific: bool = False, deterministic: bool = Fal
         deterministic: also ask torch for deterministic algorithms (slower on GPUs).
     """
     if device_specific:
-        from .state import PartialState
-
         seed += PartialState().process_index
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -21,7 +21,10 @@ from ..config_files import default_config_path, load_config_file, write_config_f
 from ..errors import AccelerateCoreError, ConfigurationError
 from ..launch_options import CONFIG_FILE_ENV, coerce
 from ..launch_settings import default_num_processes, resolve_launch_config
+from ..plugins import get_plugin_manager
 from ..specs import LaunchOption
+from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
+from .launch import describe
 
 
 def register(commands: Any, options: Sequence[LaunchOption]) -> None:
@@ -105,8 +108,6 @@ def _choice(valid: Sequence[str]) -> Callable[[str], str]:
 
 def questionnaire(options: Sequence[LaunchOption]) -> dict[str, Any]:
     """Ask for every core setting and the chosen backend's options; return the answers."""
-    from ..plugins import get_plugin_manager
-    from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 
     by_key = {o.dest: o for o in options}
 
@@ -191,7 +192,6 @@ def run_default(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from .launch import describe
 
     path = _path(args)
     if not path.is_file():

@@ -14,6 +14,18 @@ import platform
 import sys
 from typing import Any
 
+from ..config_files import config_file_to_read
+from ..launch_settings import resolve_launch_config
+from ..plugins import (
+    KNOWN_DISTRIBUTIONS,
+    PluginManager,
+    collect_launch_options,
+    installed_entry_points,
+)
+from ..process_settings import launch_setting
+from ..state import DEFAULT_DISTRIBUTED_BACKEND, DEVICE_ENV, SINGLE_PROCESS_BACKEND, choose_device
+from ..version import __version__
+
 
 def register(commands: Any) -> None:
     parser = commands.add_parser("env", help="print versions, hardware and installed plugins")
@@ -23,9 +35,6 @@ def register(commands: Any) -> None:
 
 def collect() -> dict[str, Any]:
     import torch
-
-    from ..plugins import KNOWN_DISTRIBUTIONS, PluginManager, installed_entry_points
-    from ..version import __version__
 
     manager = PluginManager()
     info: dict[str, Any] = {
@@ -98,8 +107,6 @@ def _memory_gib() -> float | None:
 
 def _selection(manager: Any) -> dict[str, Any]:
     """What ``Accelerator()`` would choose in this process now (without creating it)."""
-    from ..process_settings import launch_setting
-    from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 
     try:
         answers = [
@@ -128,8 +135,6 @@ def _selection(manager: Any) -> dict[str, Any]:
 
 def _device_choice(manager: Any, environment: Any) -> str:
     """The device ``Accelerator()`` would use, including one selected by name."""
-    from ..process_settings import launch_setting
-    from ..state import DEVICE_ENV, choose_device
 
     named = os.environ.get(DEVICE_ENV)
     if named:
@@ -142,10 +147,6 @@ def _device_choice(manager: Any, environment: Any) -> str:
 
 def _launch_selection(manager: Any) -> dict[str, Any]:
     """What ``accel launch script.py`` with no options would run, from the config file."""
-    from ..config_files import config_file_to_read
-    from ..launch_settings import resolve_launch_config
-    from ..plugins import collect_launch_options
-    from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 
     try:
         path = config_file_to_read(None)

@@ -21,7 +21,11 @@ from typing import Any
 from ..config_files import config_file_to_read
 from ..errors import AccelerateCoreError, ConfigurationError
 from ..launch_settings import LaunchConfig, resolve_launch_config
+from ..launchers import describe_failure, launch_environment
+from ..plugins import get_plugin_manager
 from ..specs import LaunchOption
+from ..state import select_precision
+from .worker import run_target
 
 # Run by path, not with -m: the worker then imports only the standard library (the script
 # imports what it needs), so a launch costs no more start-up than torchrun itself.
@@ -110,8 +114,6 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
 
 def _check_installed(config: LaunchConfig) -> None:
     """Refuse a backend or precision that is not installed before starting anything."""
-    from ..plugins import get_plugin_manager
-    from ..state import select_precision
 
     if config.backend is not None:
         spec = get_plugin_manager().select("backend", config.backend).spec
@@ -198,12 +200,9 @@ def run(args: argparse.Namespace) -> int:
         assignments = [f"{name}={value}" for name, value in sorted(variables.items())]
         print("  " + shlex.join(["env", *assignments, *command]))
         return 0
-    from ..launchers import launch_environment
 
     with launch_environment(variables):
         if not uses_torchrun(config):
-            from .worker import run_target
-
             return run_target(args.script, list(args.script_args), args.module)
         return run_torchrun(torchrun_arguments(config, args.script, args.script_args, args.module))
 
@@ -214,8 +213,6 @@ def run_torchrun(arguments: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args
     from torch.distributed.run import run as torchrun
-
-    from ..launchers import describe_failure
 
     try:
         torchrun(parse_args(arguments))

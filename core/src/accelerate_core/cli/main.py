@@ -11,6 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..errors import AccelerateCoreError
+from ..launch_options import CORE_OPTIONS
+from ..plugins import collect_launch_options
+from ..version import __version__
 from . import config, env, launch, memory, test_command
 
 # Commands whose parser includes the options installed plugins add.
@@ -22,9 +26,6 @@ def _command(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    from ..launch_options import CORE_OPTIONS
-    from ..plugins import collect_launch_options
-    from ..version import __version__
 
     argv = sys.argv[1:] if argv is None else argv
     options = collect_launch_options() if _command(argv) in LAUNCH_COMMANDS else list(CORE_OPTIONS)
@@ -42,8 +43,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..errors import AccelerateCoreError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser(argv)

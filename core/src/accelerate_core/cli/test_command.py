@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..specs import LaunchOption
+from . import launch
 from .launch import add_launch_arguments
 
 TRAINING_CHECK = Path(__file__).with_name("training_check.py")
@@ -31,8 +32,6 @@ def register(commands: Any, options: Sequence[LaunchOption]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Launch the shipped training check exactly as ``accel launch`` would launch a script."""
-    from . import launch
-
     print(f"accel test: accel launch ... {TRAINING_CHECK}", flush=True)
     args.script, args.script_args, args.module = str(TRAINING_CHECK), [], False
     code = launch.run(args)

@@ -12,7 +12,8 @@ import sys
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from accelerate_core import Accelerator, set_seed
+from accelerate_core.accelerator import Accelerator
+from accelerate_core.seeding import set_seed
 
 
 def main() -> int:
