@@ -78,3 +78,24 @@ def test_sharded_dataloaders_on_two_processes():
     assert results[1]["stream_local"] == [[4, 5, 6, 7], [12, 13, 14, 15], [20]]
     assert [len(b) for b in results[0]["uneven_local"]] == [4, 4, 4, 4, 4, 4]
     assert [len(b) for b in results[1]["uneven_local"]] == [4, 4, 4, 4, 4, 1]
+
+
+def epochs_with_a_seed_per_rank() -> list[list[int]]:
+    """Every rank seeds torch differently (as ``set_seed(..., device_specific=True)`` does):
+    the shuffle order must still be one order, agreed by the ranks."""
+    from accelerate_core import Accelerator, set_seed
+
+    set_seed(1234, device_specific=True)
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(
+        DataLoader(TensorDataset(torch.arange(40)), batch_size=4, shuffle=True)
+    )
+    return [accelerator.gather(torch.cat([b for (b,) in loader])).tolist() for _ in range(3)]
+
+
+def test_ranks_seeded_differently_still_see_every_sample_once_per_epoch():
+    results = run_distributed(epochs_with_a_seed_per_rank)
+    assert results[0] == results[1]
+    for epoch in results[0]:  # 40 samples, 10 batches dealt to 2 ranks: no repeats needed
+        assert sorted(epoch) == list(range(40))
+    assert results[0][0] != results[0][1]  # a new order each epoch

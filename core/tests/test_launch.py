@@ -158,10 +158,26 @@ def test_a_failing_rank_ends_the_launch_within_seconds(tmp_path, peer):
     assert "ValueError: boom from rank 1 (its traceback is printed above)" in err
 
 
-def test_the_exit_code_of_a_script_is_the_launchs(tmp_path):
-    path = script(tmp_path, "import sys\nsys.exit(3)\n")
-    result, _ = accel("launch", "--cpu", str(path), cwd=tmp_path)
-    assert result.returncode == 3
+EXITS_3 = """
+import os, sys, time
+if os.environ.get("RANK", "0") == "1" or os.environ.get("WORLD_SIZE", "1") == "1":
+    sys.exit(3)
+time.sleep(60)  # rank 0 of two: the launch must stop it once rank 1 has failed
+"""
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["--num-processes", "2"], ["--max-restarts", "1"]],
+    ids=["one process", "two processes", "one process under torchrun"],
+)
+def test_the_exit_code_of_a_rank_is_the_launchs(tmp_path, options):
+    path = script(tmp_path, EXITS_3)
+    result, elapsed = accel("launch", "--cpu", *options, str(path), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert elapsed < 30
+    if options:
+        assert "failed first: it exited with code 3" in result.stderr
 
 
 def test_accel_test_trains_and_says_passed(tmp_path):
