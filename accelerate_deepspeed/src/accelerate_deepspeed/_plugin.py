@@ -21,6 +21,7 @@ def accelerate_core_backends() -> list[BackendSpec]:
             "DeepSpeed ZeRO 0-3 engine (partitioned optimizer/gradients/parameters, offload)",
             owns_precision=True,
             places_models=True,
+            reduces_every_micro_step=True,  # ZeRO-2/3 reduce into partitioned gradients
         )
     ]
 

@@ -25,6 +25,10 @@ class BackendSpec:
         places_models: True when the backend moves models to the device itself (memory-efficient
             loading from the meta device, engines that place parameters); the core then leaves
             models where they are.
+        reduces_every_micro_step: True when the engine reduces gradients on every accumulation
+            micro-step by design (DeepSpeed ZeRO-2/3 accumulate into partitioned gradients), so
+            its ``no_sync`` cannot silence them; the conformance suite then does not require
+            silent micro-steps.
     """
 
     name: str
@@ -33,6 +37,7 @@ class BackendSpec:
     min_processes: int = 1
     owns_precision: bool = False
     places_models: bool = False
+    reduces_every_micro_step: bool = False
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,31 @@ def accelerate_core_wrap(request, context):
     return request  # should wrap request.models in DistributedDataParallel
 """
 
+# A DDP backend whose no_sync does nothing: the trained weights are right, but every accumulation
+# micro-step all-reduces its gradients (the communication no_sync exists to save).
+BUSY_BACKEND = """
+import contextlib
+from accelerate_core import BackendSpec, hookimpl
+
+@hookimpl
+def accelerate_core_backends():
+    return [BackendSpec("busy", "all-reduces on every micro-step")]
+
+@hookimpl
+def accelerate_core_wrap(request, context):
+    from torch.nn.parallel import DistributedDataParallel
+    request.models = [DistributedDataParallel(m) for m in request.models]
+    return request
+
+@hookimpl
+def accelerate_core_unwrap_model(model):
+    return getattr(model, "module", model)
+
+@hookimpl
+def accelerate_core_no_sync(context):
+    return lambda model: contextlib.nullcontext()  # should be model.no_sync()
+"""
+
 # A single-process backend whose wrap hook returns a copy of each model: the optimizer steps the
 # original's parameters while the user trains the copy.
 COPYING_BACKEND = """
@@ -86,6 +111,25 @@ def test_a_backend_that_drops_gradient_sync_fails_with_a_readable_report(make_di
     assert "was accepted without an error" in report
     assert "PASSED   registration" in report
     assert "DOES NOT CONFORM" in report
+
+
+@pytest.mark.multiprocess
+def test_a_backend_whose_no_sync_still_communicates_fails(make_distribution):
+    root = make_distribution(
+        "accelerate-busy", {"busy_plugin": BUSY_BACKEND}, {"busy": "busy_plugin"},
+        requires=REQUIRES,
+    )  # fmt: skip
+    result = run_conformance(
+        ["--accelerate-backend", "busy", "-k", "registration or micro_steps or same_weights"],
+        python_path=[root], timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.output[-3000:]
+    assert result.outcomes["test_registration"] == "passed"
+    assert result.outcomes["test_multi_process_ranks_hold_the_same_weights"] == "passed"
+    assert result.outcomes["test_accumulation_micro_steps_do_not_communicate"] == "failed"
+    assert "FAILED   accumulation micro steps do not communicate" in result.report
+    assert "micro-step that does not sync ran" in result.report
+    assert "accelerate_core_no_sync must return a context" in result.report
 
 
 def test_a_backend_that_returns_the_wrong_objects_fails_with_a_readable_report(make_distribution):

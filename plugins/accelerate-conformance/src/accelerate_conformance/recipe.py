@@ -300,9 +300,38 @@ def training_scenario(target_dict: dict[str, Any], directory: str) -> dict[str, 
                 target.precision_name, device, autocast_type, ddp=accelerator.num_processes > 1
             )
             results["facts"]["reference_loss"] = loss_of(results["reference"], device)
+        with recorded(results, "communication"):  # last: it trains on, changing the weights
+            results["communication"] = communication_per_micro_step(accelerator, model, optimizer)
     except Exception as exc:
         results["error"] = failure(exc)
     return results
+
+
+def reductions_in(profile: Any) -> int:
+    """Reducing collectives (all-reduce, reduce-scatter, reduce) a profile recorded, counted at
+    the ``c10d`` dispatcher: the same on gloo, NCCL or a vendor's process group."""
+    return sum(
+        1
+        for event in profile.events()
+        if event.name.startswith("c10d::") and "reduce" in event.name
+    )
+
+
+def communication_per_micro_step(accelerator: Any, model: Any, optimizer: Any) -> list[Any]:
+    """``[sync_gradients, reductions in forward + backward]`` of each micro-step of one
+    accumulation cycle (a cycle starts afresh after an epoch's last batch)."""
+    _, _, _, inputs, targets = build()
+    x, y = inputs[:BATCH].to(accelerator.device), targets[:BATCH].to(accelerator.device)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    steps = []
+    for _ in range(ACCUMULATION):
+        with accelerator.accumulate(model):
+            with torch.profiler.profile(activities=activities) as profile:
+                accelerator.backward(torch.nn.functional.mse_loss(model(x), y))
+            steps.append([bool(accelerator.sync_gradients), reductions_in(profile)])
+            optimizer.step()
+            optimizer.zero_grad()
+    return steps
 
 
 def bad_option_scenario(target_dict: dict[str, Any], kind: str) -> dict[str, Any]:

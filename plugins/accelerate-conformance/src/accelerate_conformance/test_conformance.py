@@ -319,6 +319,28 @@ def test_multi_process_ranks_hold_the_same_weights(
             assert comparison["identical"], f"rank {rank}'s weights: {_describe(comparison)}"
 
 
+def test_accumulation_micro_steps_do_not_communicate(
+    target: Target, processes: int, backend_spec: Any, training_run: list[dict[str, Any]]
+) -> None:
+    """micro-steps that do not sync send no gradient reductions; the syncing step does"""
+    if processes == 1:
+        pytest.skip(f"backend '{target.backend_name}' is not distributed: checked on one process")
+    for rank, steps in enumerate(_facts(training_run, "communication")):
+        quiet = [count for sync, count in steps if not sync]
+        syncing = [count for sync, count in steps if sync]
+        assert quiet and syncing, f"rank {rank}: one accumulation cycle gave {steps}"
+        assert backend_spec.reduces_every_micro_step or all(count == 0 for count in quiet), (
+            f"rank {rank}: the backward of an accumulation micro-step that does not sync ran "
+            f"{max(quiet)} reducing collective(s) (all-reduce/reduce-scatter): "
+            "accelerate_core_no_sync must return a context in which backward does not "
+            "synchronise gradients (DDP: model.no_sync(); FSDP2: set_requires_gradient_sync)"
+        )
+        assert all(count > 0 for count in syncing), (
+            f"rank {rank}: the syncing micro-step ran no reducing collective: gradients are "
+            "never synchronised"
+        )
+
+
 def test_save_load_round_trip_restores_weights_exactly(
     training_run: list[dict[str, Any]],
 ) -> None:
