@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import inspect
 import os
@@ -23,6 +24,7 @@ import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +62,53 @@ def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     reset_state()
     reset_plugin_manager()
+
+
+# A test stuck where pytest-timeout's signal cannot reach it (inside C++ with the signal blocked)
+# is stopped this much later by faulthandler, which prints every thread's stack and exits: the
+# run ends, but it never hangs. Everything else only fails its own test (timeout_method=signal).
+STUCK_GRACE_ENV = "ACCELERATE_CORE_TEST_STUCK_GRACE"
+
+
+def _timeout_of(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    try:
+        return float(item.config.getini("timeout") or 0)
+    except ValueError:  # pytest-timeout is not installed
+        return 0.0
+
+
+_REAL_STDERR: list[Any] = []
+
+
+def _real_stderr(config: pytest.Config) -> Any:
+    """The terminal's stderr, not pytest's capture file (which dies with the process)."""
+    if not _REAL_STDERR:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        if capture is not None:
+            capture.suspend_global_capture(in_=False)
+        try:
+            _REAL_STDERR.append(os.fdopen(os.dup(2), "w"))
+        finally:
+            if capture is not None:
+                capture.resume_global_capture()
+    return _REAL_STDERR[0]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    limit = _timeout_of(item)
+    if limit > 0:
+        grace = float(os.environ.get(STUCK_GRACE_ENV, "60"))
+        stderr = _real_stderr(item.config)
+        faulthandler.dump_traceback_later(limit + grace, exit=True, file=stderr)
+    try:
+        yield
+    finally:
+        if limit > 0:
+            faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture
