@@ -17,6 +17,9 @@ from typing import Any
 
 import torch
 
+from accelerate_core.launch_options import CONFIG_FILE_ENV, LAUNCH_VARIABLES
+from accelerate_core.state import DEVICE_ENV
+
 from .target import Target
 
 FEATURES, HIDDEN = 16, 32  # multiples of 16: fp8 kernels need them
@@ -26,12 +29,7 @@ PROCESSES = 2
 BAD_OPTION = "conformance_no_such_option"
 BUILTIN_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Settings of the surrounding shell that must not leak into the checks (they choose everything).
-SETTING_VARIABLES = (
-    "ACCELERATE_CORE_BACKEND", "ACCELERATE_CORE_MIXED_PRECISION", "ACCELERATE_CORE_USE_CPU",
-    "ACCELERATE_CORE_GRADIENT_ACCUMULATION_STEPS", "ACCELERATE_CORE_BACKEND_OPTIONS",
-    "ACCELERATE_CORE_PRECISION_OPTIONS", "ACCELERATE_CORE_NUM_PROCESSES",
-    "ACCELERATE_CORE_LAUNCH_SOURCES", "ACCELERATE_CORE_CONFIG_FILE", "ACCELERATE_CORE_DEVICE",
-)  # fmt: skip
+SETTING_VARIABLES = (*LAUNCH_VARIABLES, CONFIG_FILE_ENV, DEVICE_ENV)
 
 
 # --------------------------------------------------------------------------- the recipe
