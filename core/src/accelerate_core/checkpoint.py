@@ -32,11 +32,14 @@ from . import collectives
 from .checkpoint_io import (
     MANIFEST,
     Verification,
+    check_replaceable,
     get_object,
     get_tensors,
+    partial_save_name,
     put_object,
     put_tensors,
     read_manifest,
+    remove_partial_saves,
     replace_directory,
 )
 from .checkpoint_manifest import OBJECT_KINDS, check_fits, describe_files, versions, write_manifest
@@ -47,7 +50,6 @@ from .specs import PluginContext
 
 CHECKPOINTS_DIR = "checkpoints"
 NAME = re.compile(r"^checkpoint_(\d+)$")
-TMP_PREFIX = ".tmp-"
 
 
 @dataclass
@@ -212,9 +214,12 @@ def latest_checkpoint(root: Path) -> Path:
 
 
 def _next_target(project: ProjectConfiguration) -> Path:
+    """``checkpoint_<n>``, n one more than any existing ``checkpoint_<m>`` (complete or not:
+    an entry of that name that is not ours is never replaced)."""
     root = checkpoints_root(project)
-    found = complete_checkpoints(root)
-    return root / f"checkpoint_{found[-1][0] + 1 if found else 0}"
+    entries = root.iterdir() if root.is_dir() else ()
+    numbers = [int(m.group(1)) for p in entries if (m := NAME.match(p.name))]
+    return root / f"checkpoint_{max(numbers) + 1 if numbers else 0}"
 
 
 def _rotate(project: ProjectConfiguration, root: Path) -> None:
@@ -228,20 +233,39 @@ def _rotate(project: ProjectConfiguration, root: Path) -> None:
 # --------------------------------------------------------------------------- save
 
 
+def _start_save(
+    state: Any, project: ProjectConfiguration, output_dir: str | os.PathLike[str] | None
+) -> tuple[Path, Path]:
+    """On the main process: refuse a target that is not ours, remove what killed saves left,
+    create the temporary directory. Every process gets its path, or the same error."""
+    setup: list[Any] = [None]
+    if state.is_main_process:
+        try:
+            target = _next_target(project) if output_dir is None else Path(output_dir)
+            check_replaceable(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pattern = r"checkpoint_\d+" if output_dir is None else re.escape(target.name)
+            remove_partial_saves(target.parent, pattern)
+            tmp = target.parent / partial_save_name(target, secrets.token_hex(4))
+            tmp.mkdir()
+            setup[0] = (str(tmp), str(target))
+        except CheckpointError as exc:
+            setup[0] = str(exc)
+        except OSError as exc:
+            where = output_dir or project.project_dir
+            setup[0] = f"cannot save a checkpoint to {where}: {type(exc).__name__}: {exc}"
+    collectives.broadcast_object_list(setup, from_process=0)  # also: the directory exists
+    if isinstance(setup[0], str):
+        raise CheckpointError(setup[0])
+    return Path(setup[0][0]), Path(setup[0][1])
+
+
 def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write a complete checkpoint (see module docstring); returns its directory."""
     state = objects.state
     manager = get_plugin_manager()
     automatic = output_dir is None
-    target = _next_target(objects.project) if automatic else Path(output_dir)
-    tmp_name = [f"{TMP_PREFIX}{target.name}-{secrets.token_hex(4)}"]
-    if state.is_main_process:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f"{TMP_PREFIX}*"):  # left by a killed save
-            shutil.rmtree(stale, ignore_errors=True)
-        (target.parent / tmp_name[0]).mkdir()
-    collectives.broadcast_object_list(tmp_name, from_process=0)  # also: the directory exists
-    tmp = target.parent / tmp_name[0]
+    tmp, target = _start_save(state, objects.project, output_dir)
     context = objects.context
     mid_cycle = objects.gradient_state.mid_cycle
     # Queued device work (an asynchronous or lazy device) must finish before its state is read.

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
+import secrets
 import shutil
 import threading
 from collections.abc import Mapping
@@ -160,12 +162,73 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
 
 
+FORMAT_PREFIX = "accelerate-core-checkpoint/"
+PARTIAL_PREFIXES = (".tmp-", ".trash-")  # a save in progress; a replaced checkpoint being removed
+
+
+def is_checkpoint(directory: Path) -> bool:
+    """Whether ``directory`` is a complete checkpoint this library wrote (its manifest says so)."""
+    path = Path(directory) / MANIFEST
+    try:
+        return str(json.loads(path.read_text()).get("format", "")).startswith(FORMAT_PREFIX)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_replaceable(target: Path) -> None:
+    """Refuse a save target that holds anything this library did not write.
+
+    Absent, an empty directory, or one of our complete checkpoints may be replaced; anything
+    else (a file, a link, a directory with other content) is the user's and stays untouched.
+    """
+    target = Path(target)
+    if not os.path.lexists(target):
+        return
+    fix = (
+        "save_state never replaces what it did not write: pass another directory (or a new "
+        "one), or move it away yourself"
+    )
+    if target.is_symlink() or not target.is_dir():
+        kind = "a symbolic link" if target.is_symlink() else "a file"
+        raise CheckpointError(f"cannot save a checkpoint to {target}: it is {kind}. {fix}")
+    entries = sorted(p.name for p in target.iterdir())
+    if entries and not is_checkpoint(target):
+        shown = ", ".join(entries[:5])
+        if len(entries) > 5:
+            shown += f" and {len(entries) - 5} more"
+        raise CheckpointError(
+            f"cannot save a checkpoint to {target}: the directory exists and is not an "
+            f"accelerate-core checkpoint (it holds {shown}; no {MANIFEST} of ours). {fix}"
+        )
+
+
+def partial_save_name(target: Path, token: str, prefix: str = PARTIAL_PREFIXES[0]) -> str:
+    """The name of a save of ``target`` in progress (``.tmp-<name>-<8 hex>``)."""
+    return f"{prefix}{Path(target).name}-{token}"
+
+
+def remove_partial_saves(parent: Path, name_pattern: str) -> None:
+    """Remove what killed saves left next to their target: only ``.tmp-``/``.trash-`` entries
+    whose name is ``<prefix><name>-<8 hex>`` with ``name`` matching ``name_pattern``."""
+    prefixes = "|".join(re.escape(p) for p in PARTIAL_PREFIXES)
+    ours = re.compile(rf"^(?:{prefixes})(?:{name_pattern})-[0-9a-f]{{8}}$")
+    for entry in Path(parent).iterdir():
+        if ours.match(entry.name) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def replace_directory(source: Path, target: Path) -> None:
-    """Move the finished ``source`` to ``target``; an existing ``target`` is replaced."""
-    if target.exists():
-        trash = target.with_name(f".trash-{target.name}-{os.getpid()}")
+    """Move the finished ``source`` to ``target``, replacing only what ``check_replaceable``
+    allows (nothing, an empty directory, or one of our checkpoints)."""
+    check_replaceable(target)
+    if target.is_dir() and any(target.iterdir()):
+        trash = target.with_name(partial_save_name(target, secrets.token_hex(4), ".trash-"))
         os.replace(target, trash)
-        os.replace(source, target)
+        try:
+            os.replace(source, target)
+        except BaseException:
+            os.replace(trash, target)
+            raise
         shutil.rmtree(trash, ignore_errors=True)
     else:
-        os.replace(source, target)
+        os.replace(source, target)  # absent, or an empty directory (rename replaces it)
