@@ -32,14 +32,14 @@ for layer, modules in enumerate(
     [
         # records and primitives: no behaviour of the plugin system
         "errors specs version launch_options option_checks kwargs_handlers gradient_state ops "
-        "memory checkpoint_io",
+        "memory checkpoint_io prepare_checks",
         "hookspecs",
         "builtin builtin.defaults builtin.devices builtin.environments builtin.precisions "
         "builtin.single_process",
         "plugins",
         # settings / state / data / collectives
         "process_settings config_files launch_settings state collectives samplers data seeding "
-        "optimizer scheduler memory_tracker model_files checkpoint_manifest",
+        "optimizer scheduler memory_tracker model_files checkpoint_manifest checkpoint_space",
         "checkpoint launchers",
         "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory "
         "cli.test_command cli.worker cli.training_check",

@@ -146,7 +146,7 @@ def test_truncated_and_missing_files_are_named(saved):
 
 def test_different_objects_than_saved_is_an_error(saved, tmp_path):
     accelerator, directory = saved
-    accelerator.prepare(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0))
+    accelerator.prepare(torch.optim.SGD(accelerator._models[0].parameters(), lr=1.0))
     with pytest.raises(CheckpointError, match="holds 1 optimizers but this run prepared 2"):
         accelerator.load_state(directory)
 

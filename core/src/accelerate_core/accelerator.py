@@ -30,6 +30,7 @@ from .model_files import write_model
 from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
 from .plugins import get_plugin_manager
+from .prepare_checks import check_optimizer_parameters, find_prepared, not_prepared_error
 from .process_settings import launch_plugin_options, launch_setting
 from .scheduler import AcceleratedScheduler
 from .specs import PluginContext, PrepareRequest
@@ -145,6 +146,7 @@ class Accelerator:
         self._validate_plugin_options()
         self._resolve_plugin_callables()
         self._models: list[torch.nn.Module] = []
+        self._prepared_ids: set[int] = set()  # accumulate() checks its models against these
         self._optimizers: list[AcceleratedOptimizer] = []
         self._schedulers: list[AcceleratedScheduler] = []
         self._dataloaders: list[DataLoaderShard] = []
@@ -296,9 +298,13 @@ class Accelerator:
             for dl, place in zip(request.dataloaders, loader_placement)
         ]
         request = self._ask_backend_wrap(request)
+        # After wrapping: a backend may rebind optimizers to new (sharded) parameters.
+        check_optimizer_parameters(
+            request.optimizers, [*self._models, *request.models], self.num_processes > 1
+        )
         prepared = self._wrap_training_objects(request)
         results = [
-            obj if slot is None else getattr(prepared, slot[0] + "s")[slot[1]]
+            self._prepared_form(obj) if slot is None else getattr(prepared, slot[0] + "s")[slot[1]]
             for obj, slot in zip(args, slots)
         ]
         return results[0] if len(results) == 1 else tuple(results)
@@ -307,8 +313,10 @@ class Accelerator:
         """The kind of ``obj``, or None when it was prepared already; TypeError when unknown."""
         if isinstance(obj, (AcceleratedOptimizer, AcceleratedScheduler, DataLoaderShard)):
             return None
+        if find_prepared(obj, self._models, self._optimizers, self.unwrap_model) is not None:
+            return None  # prepared before: the same prepared object again, never wrapped twice
         if isinstance(obj, torch.nn.Module):
-            return None if any(obj is m for m in self._models) else "model"
+            return "model"
         declared = getattr(obj, "__accelerate_core_kind__", None)
         if declared in KINDS:
             return declared  # placeholder objects of a backend (say, an optimizer from a config)
@@ -324,6 +332,10 @@ class Accelerator:
             f"Accelerator.prepare() cannot handle an object of type {type(obj).__qualname__}; "
             f"it takes {ACCEPTED_TYPES}"
         )
+
+    def _prepared_form(self, obj: Any) -> Any:
+        found = find_prepared(obj, self._models, self._optimizers, self.unwrap_model)
+        return obj if found is None else found
 
     def _checked(
         self, result: PrepareRequest | None, before: PrepareRequest, hook: str, owner: object
@@ -388,6 +400,7 @@ class Accelerator:
                 )
             )
         self._models.extend(request.models)
+        self._prepared_ids = {id(m) for m in self._models}
         self.gradient_state.has_joinable_models = any(isinstance(m, Joinable) for m in self._models)
         self._optimizers.extend(optimizers)
         self._schedulers.extend(schedulers)
@@ -435,6 +448,10 @@ class Accelerator:
         last batch of a prepared dataloader); on the others gradients are not synchronised and
         the prepared optimizer's ``step``/``zero_grad`` do nothing.
         """
+        prepared = self._prepared_ids
+        for model in models:
+            if id(model) not in prepared:
+                raise not_prepared_error(model, self._models, self.unwrap_model)
         if self.gradient_state.advance() or not models:
             return _NO_CONTEXT
         if len(models) == 1:
@@ -620,10 +637,14 @@ class Accelerator:
         """``gather``, minus the samples repeated to even out the last batch of the epoch.
 
         Over a whole prepared evaluation loader the result holds exactly the dataset's samples,
-        in order. Non-tensor data (or ``use_gather_object=True``) is gathered as objects.
+        in order. Data with any non-tensor leaf (or ``use_gather_object=True``) is gathered as
+        objects, as in Hugging Face Accelerate.
         """
-        tensors = collectives.tensor_leaves(input_data)
-        as_objects = use_gather_object or not tensors
+        as_objects = (
+            use_gather_object
+            or collectives.non_tensor_leaf(input_data) is not None
+            or not collectives.tensor_leaves(input_data)
+        )
         data = collectives.gather_object(input_data) if as_objects else self.gather(input_data)
         loader = self.gradient_state.active_dataloader
         real = loader.remainder if loader is not None and loader.end_of_dataloader else None
@@ -676,6 +697,7 @@ class Accelerator:
         opt)``.
         """
         self._models.clear()
+        self._prepared_ids = set()
         self._optimizers.clear()
         self._schedulers.clear()
         self._dataloaders.clear()

@@ -10,7 +10,8 @@ of one rank handed to another. A rank that never arrives makes the others raise
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import torch
@@ -52,6 +53,46 @@ def tensor_leaves(obj: Any) -> list[torch.Tensor]:
 
     apply_to_tensors(collect, obj)
     return found
+
+
+# What to use instead when a collective of tensors is given something else.
+_OBJECT_ALTERNATIVE = {
+    "gather": "gather other objects with gather_object()",
+    "reduce": "put numbers in a tensor first (torch.tensor(value, device=accelerator.device))",
+    "broadcast": "broadcast other objects with broadcast_object_list()",
+    "pad_across_processes": "pad tensors only",
+}
+
+
+def non_tensor_leaf(obj: Any) -> tuple[str, Any] | None:
+    """The path and value of the first leaf of ``obj`` that is not a tensor, or None."""
+    if isinstance(obj, torch.Tensor):
+        return None
+    if isinstance(obj, (list, tuple)):
+        items: Any = enumerate(obj)
+    elif isinstance(obj, Mapping):
+        items = obj.items()
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        items = ((f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj))
+    else:
+        return ("", obj)
+    for key, value in items:
+        found = non_tensor_leaf(value)
+        if found is not None:
+            return (f"[{key!r}]{found[0]}", found[1])
+    return None
+
+
+def require_tensors(name: str, obj: Any) -> None:
+    """A ``TypeError`` (on every process alike, before any communication) for non-tensor data:
+    never the local value returned as if it had been gathered."""
+    found = non_tensor_leaf(obj)
+    if found is not None:
+        where = f" at {found[0]}" if found[0] else ""
+        raise TypeError(
+            f"{name}() takes tensors (nested in lists, tuples, dicts or dataclasses), got "
+            f"{type(found[1]).__name__} {found[1]!r:.60}{where}; {_OBJECT_ALTERNATIVE[name]}"
+        )
 
 
 def _rebuild(obj: Any, replacements: list[Any]) -> Any:
@@ -126,6 +167,7 @@ def gather(obj: Any) -> Any:
 
     0-dim tensors are treated as one-element vectors. Ranks may pass different lengths.
     """
+    require_tensors("gather", obj)
     _, world = _world()
     if world == 1:
         return obj
@@ -156,6 +198,7 @@ def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0) -> Any:
     """Sum or average every process's tensors (same shapes everywhere), times ``scale``."""
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduce: reduction must be 'sum' or 'mean', got {reduction!r}")
+    require_tensors("reduce", obj)
     _, world = _world()
     if world == 1:
         return obj if scale == 1.0 else apply_to_tensors(lambda t: t * scale, obj)
@@ -175,6 +218,7 @@ def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0) -> Any:
 
 def broadcast(obj: Any, from_process: int = 0) -> Any:
     """Every process gets ``from_process``'s tensors (shapes must match everywhere)."""
+    require_tensors("broadcast", obj)
     _, world = _world()
     if world == 1:
         return obj
@@ -202,6 +246,7 @@ def pad_across_processes(
     obj: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False
 ) -> Any:
     """Pad each tensor along ``dim`` to the longest size any process has there."""
+    require_tensors("pad_across_processes", obj)
     _, world = _world()
     if world == 1:
         return obj

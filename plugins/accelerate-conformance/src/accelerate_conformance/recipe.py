@@ -265,6 +265,13 @@ def training_scenario(target_dict: dict[str, Any], directory: str) -> dict[str, 
             "device": str(device),
             "initial_loss": dataset_loss(model, device),
         }
+        with recorded(results, "prepare_again"):
+            inner = accelerator.unwrap_model(model)
+            results["prepare_again"] = {
+                "prepared": accelerator.prepare(model) is model,
+                "inner": accelerator.prepare(inner) is model,
+                "models": len(accelerator._models),
+            }
         batches = train_epoch(accelerator, model, optimizer, scheduler, loader)
         dataset_loss(model, device)  # evaluate, then save: the usual end of an epoch
         after_first = weights(accelerator, model)

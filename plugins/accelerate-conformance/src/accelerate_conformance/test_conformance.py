@@ -341,6 +341,16 @@ def test_accumulation_micro_steps_do_not_communicate(
         )
 
 
+def test_preparing_a_prepared_model_returns_it(training_run: list[dict[str, Any]]) -> None:
+    """prepare() of a prepared model, or of the module inside it, returns the same object"""
+    for rank, again in enumerate(_facts(training_run, "prepare_again")):
+        assert again == {"prepared": True, "inner": True, "models": 1}, (
+            f"rank {rank}: preparing the prepared model again (or the module unwrap_model "
+            f"returns) gave {again}: it must return the same prepared object, not wrap it twice. "
+            "accelerate_core_unwrap_model must return the module the user passed to prepare()"
+        )
+
+
 def test_save_load_round_trip_restores_weights_exactly(
     training_run: list[dict[str, Any]],
 ) -> None:
