@@ -43,6 +43,13 @@ from .checkpoint_io import (
     replace_directory,
 )
 from .checkpoint_manifest import OBJECT_KINDS, check_fits, describe_files, versions, write_manifest
+from .checkpoint_space import (
+    check_space,
+    estimate_bytes,
+    payload_bytes,
+    removal_report,
+    write_failure,
+)
 from .errors import CheckpointError
 from .gradient_state import GradientState
 from .plugins import get_plugin_manager
@@ -121,19 +128,8 @@ def _replicated_file(name: str) -> str:
     return f"{name}.safetensors" if name.startswith("model_") else f"{name}.bin"
 
 
-def save_replicated(objects: dict[str, Any], directory: Path, context: PluginContext) -> None:
-    """What no backend stored: replicated models/optimizers, written by the main process."""
-    if not context.state.is_main_process:
-        return
-    for name, obj in objects.items():
-        if name.startswith("model_"):
-            put_tensors(directory, _replicated_file(name), full_state_dict(obj, context))
-        else:
-            put_object(directory, _replicated_file(name), obj.state_dict())
-
-
 def read_replicated(name: str, directory: Path, manifest: dict[str, Any]) -> Any:
-    """Read (without applying) what ``save_replicated`` wrote for ``name``."""
+    """Read (without applying) what ``core_files`` saved for ``name`` (no backend stored it)."""
     if name.startswith("model_"):
         return get_tensors(directory, _replicated_file(name), manifest)
     return get_object(directory, _replicated_file(name), manifest)
@@ -260,59 +256,125 @@ def _start_save(
     return Path(setup[0][0]), Path(setup[0][1])
 
 
+def core_files(
+    objects: TrainingObjects, rest: dict[str, Any], mid_cycle: bool
+) -> list[tuple[str, Any]]:
+    """Every file the core writes on this process, as ``(file name, state)``, in write order:
+    models/optimizers no backend stored, the RNG states, accumulated gradients of an unfinished
+    cycle, schedulers, dataloaders, registered objects and the loss scaler."""
+    state, context = objects.state, objects.context
+    is_main, rank = state.is_main_process, state.process_index
+    files: list[tuple[str, Any]] = []
+    if is_main:
+        for name, obj in rest.items():
+            saved = full_state_dict(obj, context) if name.startswith("model_") else obj.state_dict()
+            files.append((_replicated_file(name), saved))
+    files.append((f"random_states_{rank}.bin", rng_state(state)))
+    if mid_cycle:
+        for i, model in enumerate(objects.models):
+            if f"model_{i}" in rest:  # a backend keeps the accumulated gradients it shards
+                grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+                files.append((f"grads_{rank}_model_{i}.safetensors", grads))
+    if is_main:
+        for prefix, found in (
+            ("scheduler", objects.schedulers),
+            ("dataloader", objects.dataloaders),
+            ("custom_checkpoint", objects.custom_objects),
+        ):
+            files += [(f"{prefix}_{i}.bin", obj.state_dict()) for i, obj in enumerate(found)]
+        if objects.scaler is not None:
+            files.append(("scaler.bin", objects.scaler.state_dict()))
+    return files
+
+
+def write_files(directory: Path, files: list[tuple[str, Any]]) -> None:
+    for name, saved in files:
+        if name.endswith(".safetensors"):
+            put_tensors(directory, name, saved)
+        else:
+            put_object(directory, name, saved)
+
+
+def _agree(state: Any, failure: Any, tmp: Path, target: Path) -> None:
+    """Every process learns whether any failed; then all raise the first failure, the partial
+    save removed (by the main process), or all go on. Replaces a barrier."""
+    failures = [f for f in collectives.gather_object((state.process_index, failure)) if f[1]]
+    if not failures:
+        return
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    state.wait_for_everyone()  # the space is free again before anyone reports it
+    rank, (kind, text, needed) = failures[0]
+    unchanged = f"{target} and every earlier checkpoint are as they were"
+    if kind == "space":
+        raise CheckpointError(f"{text}; {unchanged}")
+    where = f" on rank {rank}" if state.num_processes > 1 else ""
+    raise CheckpointError(
+        f"saving checkpoint {target} failed{where}: {text}. The partial save was removed; "
+        f"{unchanged}" + removal_report(kind == "disk full", tmp, needed)
+    )
+
+
 def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Write a complete checkpoint (see module docstring); returns its directory."""
+    """Write a complete checkpoint (see module docstring); returns its directory.
+
+    Refused before anything is written when a file system the processes write to lacks the
+    room; a write that fails on any process (disk full, I/O error) raises ``CheckpointError`` on
+    every process with the partial save removed.
+    """
     state = objects.state
     manager = get_plugin_manager()
     automatic = output_dir is None
     tmp, target = _start_save(state, objects.project, output_dir)
     context = objects.context
     mid_cycle = objects.gradient_state.mid_cycle
-    # Queued device work (an asynchronous or lazy device) must finish before its state is read.
-    manager.call_owner("accelerate_core_synchronize", state.device_owner, device=state.device)
-    named = objects.named()
-    handled = manager.call_owner(
-        "accelerate_core_save_state", state.backend_owner, objects=named, directory=str(tmp),
-        context=context,
-    )  # fmt: skip
-    by_backend = sorted(set(handled or ()))
-    rest = {k: v for k, v in named.items() if k not in by_backend}
-    save_replicated(rest, tmp, context)
-    rank = state.process_index
-    put_object(tmp, f"random_states_{rank}.bin", rng_state(state))
-    if mid_cycle:
-        for i, model in enumerate(objects.models):
-            if f"model_{i}" in rest:  # a backend keeps the accumulated gradients it shards
-                grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-                put_tensors(tmp, f"grads_{rank}_model_{i}.safetensors", grads)
-    if state.is_main_process:
-        for i, scheduler in enumerate(objects.schedulers):
-            put_object(tmp, f"scheduler_{i}.bin", scheduler.state_dict())
-        for i, loader in enumerate(objects.dataloaders):
-            put_object(tmp, f"dataloader_{i}.bin", loader.state_dict())
-        for i, obj in enumerate(objects.custom_objects):
-            put_object(tmp, f"custom_checkpoint_{i}.bin", obj.state_dict())
-        if objects.scaler is not None:
-            put_object(tmp, "scaler.bin", objects.scaler.state_dict())
-    state.wait_for_everyone()  # every process wrote its files: now they can be listed
-    files = describe_files(tmp, rank, state.num_processes)
+    needed = estimate_bytes(
+        objects.models, objects.optimizers, state.is_main_process, with_grads=mid_cycle
+    )
+    problem = check_space(target.parent, target, needed)
+    _agree(state, None if problem is None else ("space", problem, needed), tmp, target)
+    failure = None
+    by_backend: list[str] = []
+    try:
+        # Queued device work (an asynchronous or lazy device) must finish before state is read.
+        manager.call_owner("accelerate_core_synchronize", state.device_owner, device=state.device)
+        named = objects.named()
+        handled = manager.call_owner(
+            "accelerate_core_save_state", state.backend_owner, objects=named,
+            directory=str(tmp), context=context,
+        )  # fmt: skip
+        by_backend = sorted(set(handled or ()))
+        rest = {k: v for k, v in named.items() if k not in by_backend}
+        files = core_files(objects, rest, mid_cycle)
+        needed = max(needed, payload_bytes(files))
+        write_files(tmp, files)
+    except Exception as exc:
+        failure = write_failure(exc, tmp, needed)
+    _agree(state, failure, tmp, target)  # every file is written: now they can be listed
+    files = describe_files(tmp, state.process_index, state.num_processes)
     if state.is_main_process:
         registered = manager.registry()["backend"].get(state.backend)
-        write_manifest(
-            tmp,
-            files,
-            world_size=state.num_processes,
-            backend=state.backend,
-            mixed_precision=state.mixed_precision,
-            versions=versions(registered.distribution if registered else None),
-            objects={**objects.counts(), "scaler": objects.scaler is not None},
-            backend_objects=by_backend,
-            gradient_accumulation={"step": objects.gradient_state.step, "mid_cycle": mid_cycle},
-        )
-        replace_directory(tmp, target)
-        if automatic:
-            _rotate(objects.project, target.parent)
-    state.wait_for_everyone()
+        try:
+            write_manifest(
+                tmp,
+                files,
+                world_size=state.num_processes,
+                backend=state.backend,
+                mixed_precision=state.mixed_precision,
+                versions=versions(registered.distribution if registered else None),
+                objects={**objects.counts(), "scaler": objects.scaler is not None},
+                backend_objects=by_backend,
+                gradient_accumulation={
+                    "step": objects.gradient_state.step, "mid_cycle": mid_cycle,
+                },
+            )  # fmt: skip
+            replace_directory(tmp, target)
+        except Exception as exc:
+            failure = write_failure(exc, tmp, needed)
+        else:
+            if automatic:
+                _rotate(objects.project, target.parent)
+    _agree(state, failure, tmp, target)
     return target
 
 
