@@ -158,6 +158,39 @@ def test_a_failing_rank_ends_the_launch_within_seconds(tmp_path, peer):
     assert "ValueError: boom from rank 1 (its traceback is printed above)" in err
 
 
+KILLED = """
+import os, signal, time
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+dist.barrier()
+if dist.get_rank() == 1:
+    os.kill(os.getpid(), signal.{signal})  # what the kernel's OOM killer does (SIGKILL)
+dist.barrier()  # rank 0: its peer is gone, gloo raises "Connection closed by peer"
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("SIGKILL", "out of memory? the kernel's OOM killer sends SIGKILL; see dmesg"),
+        ("SIGSEGV", "a crash in native code"),
+    ],
+)
+def test_a_rank_killed_by_a_signal_is_the_root_cause(tmp_path, name, hint):
+    path = script(tmp_path, KILLED.format(signal=name))
+    result, elapsed = accel("launch", "--cpu", "--num-processes", "2", str(path), cwd=tmp_path)
+    number = int(getattr(signal, name))
+    assert result.returncode == 128 + number, result.stderr
+    summary = result.stderr.split("accel launch: ", 1)[1]
+    assert summary.startswith("rank 1 (local rank 1, pid ")
+    assert f"failed first: it was killed by {name} ({hint})\n" in summary
+    assert "(no traceback: the process was killed, it did not raise in Python)" in summary
+    assert "the other ranks ended after it:\n  rank 0: " in summary
+    assert elapsed < 30
+
+
 EXITS_3 = """
 import os, sys, time
 if os.environ.get("RANK", "0") == "1" or os.environ.get("WORLD_SIZE", "1") == "1":

@@ -59,17 +59,42 @@ def _extra(failure: Any) -> dict[str, Any]:
     return message.get("extraInfo", {}) if isinstance(message, dict) else {}
 
 
-_STOP_SIGNALS = (-int(signal.SIGTERM), -int(signal.SIGKILL))  # how the agent stops the others
+_STOP_SIGNAL = -int(signal.SIGTERM)  # how the launch stops the ranks left when one failed
+# What a death by signal usually means, said with the signal's name.
+SIGNAL_HINTS = {
+    "SIGKILL": "out of memory? the kernel's OOM killer sends SIGKILL; see dmesg",
+    "SIGSEGV": "a crash in native code",
+    "SIGABRT": "aborted by native code",
+    "SIGBUS": "a bus error: a memory-mapped file that shrank, or /dev/shm too small?",
+    "SIGILL": "an illegal instruction: a library built for another CPU?",
+    "SIGFPE": "an arithmetic error in native code",
+}
+
+
+def signal_name(failure: Any) -> str:
+    try:
+        return signal.Signals(-failure.exitcode).name
+    except ValueError:
+        return f"signal {-failure.exitcode}"
 
 
 def _failure_order(failure: Any) -> tuple[bool, float]:
-    """Sort key: first failure first; ranks the launch itself stopped come last."""
+    """Sort key: first failure first; ranks the launch itself stopped (SIGTERM) come last.
+
+    A rank that raised carries the exact time (written by ``cli/worker.py``). Any other failure
+    carries only the whole second torch noticed it in (within its 0.1 s monitor interval): a
+    death by another signal (SIGKILL from the OOM killer, SIGSEGV) is put at the start of the
+    second before, so that the errors its peers raise once it is gone ("Connection reset") come
+    after it, while a rank killed long after a failure (the launch's SIGKILL 30 s after its
+    SIGTERM was ignored) still comes after that failure.
+    """
     extra = _extra(failure)
     if ACCEL_TIME_KEY in extra:
         return (False, float(extra[ACCEL_TIME_KEY]))
-    if failure.exitcode in _STOP_SIGNALS:
+    if failure.exitcode == _STOP_SIGNAL:
         return (True, float(failure.timestamp))
-    # Without an error file torch stamps the failure in whole seconds when it notices it.
+    if failure.exitcode < 0:
+        return (False, float(failure.timestamp) - 1.0)
     return (False, float(failure.timestamp) + 1.0)
 
 
@@ -77,37 +102,48 @@ def _failure_traceback(failure: Any) -> str | None:
     message = (failure.error_file_data or {}).get("message")
     if isinstance(message, dict):
         return message.get("extraInfo", {}).get("py_callstack") or message.get("message")
-    return message if isinstance(message, str) and message else None
+    # torch's placeholder when the process wrote no error file is the text "<NONE>"
+    return message if isinstance(message, str) and message and message != "<NONE>" else None
+
+
+def _how(failure: Any) -> str:
+    if failure.exitcode >= 0:
+        return f"exited with code {failure.exitcode}"
+    name = signal_name(failure)
+    hint = SIGNAL_HINTS.get(name)
+    return f"was killed by {name}" + (f" ({hint})" if hint else "")
 
 
 def describe_failure(error: Any) -> tuple[str, int]:
     """A report of torch's ``ChildFailedError``: the first failure's traceback, then the rest.
 
-    Returns the text and the exit code the launch should end with (the first failure's).
+    Returns the text and the exit code the launch should end with: the first failure's, or
+    128 + the signal that killed it (as a shell reports a process killed by a signal).
     """
     failures = sorted(error.failures.items(), key=lambda item: _failure_order(item[1]))
     rank, first = failures[0]
-    how = (
-        f"was killed by signal {first.signal_name()}"
-        if first.exitcode < 0
-        else f"exited with code {first.exitcode}"
-    )
-    lines = [f"rank {rank} (local rank {first.local_rank}, pid {first.pid}) failed first: it {how}"]
+    lines = [
+        f"rank {rank} (local rank {first.local_rank}, pid {first.pid}) failed first: it "
+        f"{_how(first)}"
+    ]
     trace = _failure_traceback(first)
     if trace and _extra(first).get(PRINTED_KEY):
         lines[0] += f": {trace.strip().splitlines()[-1]} (its traceback is printed above)"
     elif trace:
         lines.append(trace.rstrip())
+    elif first.exitcode < 0:
+        lines.append("(no traceback: the process was killed, it did not raise in Python)")
     else:
         lines.append("(no traceback recorded: the process exited without raising in Python)")
     if len(failures) > 1:
-        lines.append("the launch then stopped the other ranks:")
+        lines.append("the other ranks ended after it:")
         for other_rank, failure in failures[1:]:
-            detail = (
-                f"signal {failure.signal_name()}"
-                if failure.exitcode < 0
-                else f"exit code {failure.exitcode}"
-            )
+            if failure.exitcode == _STOP_SIGNAL:
+                detail = "stopped by the launch (SIGTERM)"
+            elif failure.exitcode < 0:
+                detail = f"killed by {signal_name(failure)}"
+            else:
+                detail = f"exit code {failure.exitcode}"
             text = _failure_traceback(failure)
             summary = text.strip().splitlines()[-1][:200] if text else ""
             lines.append(f"  rank {other_rank}: {detail}" + (f" ({summary})" if summary else ""))
