@@ -38,8 +38,9 @@ for layer, modules in enumerate(
         "builtin.single_process",
         "plugins",
         # settings / state / data / collectives
-        "process_settings config_files launch_settings state collectives samplers data seeding "
-        "optimizer scheduler memory_tracker model_files checkpoint_manifest checkpoint_space",
+        "process_settings config_files launch_settings state hang_watch collectives samplers data "
+        "seeding optimizer scheduler memory_tracker model_files checkpoint_manifest "
+        "checkpoint_space",
         "checkpoint launchers",
         "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory "
         "cli.test_command cli.worker cli.training_check",

@@ -23,6 +23,7 @@ from .checkpoint import ProjectConfiguration
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
+from .hang_watch import translated
 from .kwargs_handlers import KwargsHandler
 from .memory import release_memory
 from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
@@ -360,9 +361,12 @@ class Accelerator:
 
     def _ask_backend_wrap(self, request: PrepareRequest) -> PrepareRequest:
         owner = self.state.backend_owner
-        result = self._manager.call_owner(
-            "accelerate_core_wrap", owner, request=request, context=self.plugin_context
-        )
+        try:  # wrapping communicates (DDP checks and broadcasts the parameters)
+            result = self._manager.call_owner(
+                "accelerate_core_wrap", owner, request=request, context=self.plugin_context
+            )
+        except RuntimeError as exc:
+            raise translated("prepare (the backend wraps the models)", exc) from exc
         return self._checked(result, request, "accelerate_core_wrap", owner)
 
     def _install_autocast(self, model: torch.nn.Module) -> None:
@@ -439,7 +443,10 @@ class Accelerator:
 
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
         """``loss.backward()`` with accumulation scaling, loss scaling or the backend's engine."""
-        self._backward(loss, **kwargs)
+        try:
+            self._backward(loss, **kwargs)
+        except RuntimeError as exc:  # a peer never came to the gradient reduction: say which
+            raise translated("backward (gradient reduction)", exc) from exc
 
     def accumulate(self, *models: torch.nn.Module) -> AbstractContextManager:
         """One micro-step of gradient accumulation.
@@ -495,7 +502,10 @@ class Accelerator:
         if not self.gradient_state.sync_gradients:
             return None
         self.unscale_gradients()
-        return self._clip_norm(parameters, max_norm, norm_type=norm_type)
+        try:
+            return self._clip_norm(parameters, max_norm, norm_type=norm_type)
+        except RuntimeError as exc:  # sharded backends all-reduce the norm
+            raise translated("clip_grad_norm_", exc) from exc
 
     def clip_grad_value_(
         self, parameters: Iterable[torch.Tensor] | torch.Tensor, clip_value: float

@@ -52,6 +52,7 @@ from .checkpoint_space import (
 )
 from .errors import CheckpointError
 from .gradient_state import GradientState
+from .hang_watch import during, translated
 from .plugins import get_plugin_manager
 from .specs import PluginContext
 
@@ -320,8 +321,14 @@ def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | No
 
     Refused before anything is written when a file system the processes write to lacks the
     room; a write that fails on any process (disk full, I/O error) raises ``CheckpointError`` on
-    every process with the partial save removed.
+    every process with the partial save removed. A process that never comes makes the others
+    raise ``CollectiveError`` naming it.
     """
+    with during("save_state"):
+        return _save_state(objects, output_dir)
+
+
+def _save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | None) -> Path:
     state = objects.state
     manager = get_plugin_manager()
     automatic = output_dir is None
@@ -349,7 +356,7 @@ def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | No
         needed = max(needed, payload_bytes(files))
         write_files(tmp, files)
     except Exception as exc:
-        failure = write_failure(exc, tmp, needed)
+        failure = write_failure(translated("save_state", exc), tmp, needed)
     _agree(state, failure, tmp, target)  # every file is written: now they can be listed
     files = describe_files(tmp, state.process_index, state.num_processes)
     if state.is_main_process:
@@ -386,6 +393,11 @@ def load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | Non
 
     Nothing is changed until every file of the checkpoint has been verified against the manifest.
     """
+    with during("load_state"):
+        return _load_state(objects, input_dir)
+
+
+def _load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | None) -> Path:
     state = objects.state
     directory = (
         latest_checkpoint(checkpoints_root(objects.project)) if input_dir is None

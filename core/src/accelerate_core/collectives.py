@@ -5,7 +5,8 @@ tensors) and is a no-op with one process. Before moving tensors, ranks exchange 
 dtypes of what they pass, so tensors of different lengths are padded and trimmed internally, and a
 mismatch that cannot be gathered is the same clear error on every rank: never a hang, never rows
 of one rank handed to another. A rank that never arrives makes the others raise
-``CollectiveError`` naming the operation once the process-group timeout passes.
+``CollectiveError`` naming the operation and the missing ranks once the process-group timeout
+passes (``hang_watch``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from . import hang_watch
 from .errors import CollectiveError
 from .ops import apply_to_tensors
 
@@ -36,6 +38,8 @@ def run_collective(name: str, call: Callable[[], T]) -> T:
     except CollectiveError:
         raise
     except (RuntimeError, ValueError) as exc:  # DistBackendError/DistNetworkError are RuntimeErrors
+        if hang_watch.is_communication_failure(exc):  # name the ranks that never came
+            raise hang_watch.explain(name, exc) from exc
         rank, world = _world()
         raise CollectiveError(
             f"{name} failed on rank {rank} of {world}: another process did not reach this "

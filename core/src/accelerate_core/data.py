@@ -18,6 +18,7 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSa
 from .collectives import broadcast_object_list, tensor_leaves
 from .errors import ConfigurationError
 from .gradient_state import GradientState
+from .hang_watch import during
 from .ops import apply_to_tensors
 from .samplers import BatchSamplerShard, SharedSeedRandomSampler
 
@@ -260,7 +261,8 @@ class DataLoaderDispatcher(DataLoaderShard):
             payloads: list[Any] = [None]
             if self.process_index == 0:
                 payloads = [self._round(iterator)]
-            broadcast_object_list(payloads, from_process=0)
+            with during("dataloader dispatch"):
+                broadcast_object_list(payloads, from_process=0)
             group = payloads[0]
             if group is None:
                 return

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .gradient_state import GradientState
+from .hang_watch import translated
 
 
 class AcceleratedOptimizer(torch.optim.Optimizer):
@@ -80,7 +81,10 @@ class AcceleratedOptimizer(torch.optim.Optimizer):
                 "AcceleratedOptimizer.step does not take a closure: run the forward and "
                 "accelerator.backward(loss) yourself, then call optimizer.step()"
             )
-        self._skipped = self._step(self.optimizer)
+        try:
+            self._skipped = self._step(self.optimizer)
+        except RuntimeError as exc:  # a step that communicates (FSDP, DeepSpeed) lost a peer
+            raise translated("optimizer step", exc) from exc
         self.unscaled = False
 
     @property

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
+from . import hang_watch
 from .collectives import run_collective
 from .errors import ConfigurationError, EnvironmentDetectionError, PluginNotInstalledError
 from .launch_options import canonical_precision
@@ -195,6 +196,7 @@ class PartialState:
                 )
             if value is not None:
                 os.environ.setdefault(var, str(value))
+        hang_watch.configure(self.timeout)
         dist.init_process_group(
             backend=self.device_spec.dist_backend,
             rank=env.rank,
