@@ -40,10 +40,10 @@ for layer, modules in enumerate(
         # settings / state / data / collectives
         "process_settings config_files launch_settings state hang_watch collectives samplers data "
         "seeding optimizer scheduler memory_tracker model_files checkpoint_manifest "
-        "checkpoint_space",
-        "checkpoint launchers",
+        "checkpoint_space preemption",
+        "checkpoint launchers run_guards",
         "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory "
-        "cli.test_command cli.worker cli.training_check",
+        "cli.test_command cli.worker cli.training_check cli.preemption_forwarding",
         "__init__ __main__",
     ]
 ):

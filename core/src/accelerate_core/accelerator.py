@@ -33,6 +33,7 @@ from .optimizer import AcceleratedOptimizer
 from .plugins import get_plugin_manager
 from .prepare_checks import check_optimizer_parameters, find_prepared, not_prepared_error
 from .process_settings import launch_plugin_options, launch_setting
+from .run_guards import RunGuards
 from .scheduler import AcceleratedScheduler
 from .specs import PluginContext, PrepareRequest
 from .state import AcceleratorState, PartialState, teardown_process_group
@@ -97,6 +98,10 @@ class Accelerator:
         project_config: ``ProjectConfiguration`` (project_dir, total_limit) as in HF.
         track_memory: sample this rank's memory into a run directory (``True``:
             ``project_dir/memory``); see ``track_memory`` and ``accel memory plot``.
+        handle_preemption: on SIGTERM/SIGUSR1 every rank finishes its training step, saves a
+            checkpoint under ``project_dir`` and exits with 75 (``preemption``).
+        auto_resume: load the latest complete checkpoint under ``project_dir`` once the
+            prepared objects match it (a restarted or requeued run goes on where it stopped).
     """
 
     def __init__(
@@ -117,6 +122,8 @@ class Accelerator:
         project_dir: str | None = None,
         track_memory: str | os.PathLike[str] | bool | None = None,
         project_config: ProjectConfiguration | None = None,
+        handle_preemption: bool = False,
+        auto_resume: bool = False,
     ) -> None:
         # Explicit arguments > accel launch > config file > defaults (process_settings.py).
         steps = launch_setting("gradient_accumulation_steps", gradient_accumulation_steps)
@@ -155,6 +162,7 @@ class Accelerator:
         self.memory_tracker: MemoryTracker | None = None
         if track_memory:
             self.track_memory(None if track_memory is True else track_memory)
+        self._guards = RunGuards(self, handle_preemption, auto_resume)
 
     def _validate_plugin_options(self) -> None:
         """The owners check the options they receive, once, on every process; none go unread."""
@@ -308,6 +316,7 @@ class Accelerator:
             self._prepared_form(obj) if slot is None else getattr(prepared, slot[0] + "s")[slot[1]]
             for obj, slot in zip(args, slots)
         ]
+        self._guards.prepared()
         return results[0] if len(results) == 1 else tuple(results)
 
     def _kind_of(self, obj: Any) -> str | None:
@@ -443,6 +452,7 @@ class Accelerator:
 
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
         """``loss.backward()`` with accumulation scaling, loss scaling or the backend's engine."""
+        self.gradient_state.backwards += 1  # a training step (preemption stops after one)
         try:
             self._backward(loss, **kwargs)
         except RuntimeError as exc:  # a peer never came to the gradient reduction: say which
@@ -594,6 +604,7 @@ class Accelerator:
                     f"load_state_dict(); {type(obj).__qualname__} has not both"
                 )
         self._custom_objects.extend(objects)
+        self._guards.prepared()
 
     def save_state(self, output_dir: str | os.PathLike[str] | None = None) -> str:
         """Checkpoint everything needed to continue this run exactly; returns the directory.
@@ -746,6 +757,7 @@ class Accelerator:
         """Stop memory tracking, wait for every process, then tear down the process group."""
         if self.memory_tracker is not None:
             self.memory_tracker.stop()
+        self._guards.close()
         self.wait_for_everyone()
         teardown_process_group()
 

@@ -97,6 +97,8 @@ class DataLoaderShard:
         skip, self._skip = self._skip, 0
         self.batches_yielded = skip
         state.enter_dataloader(self)
+        if state.on_batch is not None:
+            state.on_batch()
         try:
             # A resumed pass must leave the RNG as the uninterrupted run had it after fetching
             # this batch: creating a DataLoader iterator draws a seed from torch's RNG.
@@ -112,10 +114,14 @@ class DataLoaderShard:
             for upcoming in iterator:
                 self.batches_yielded += 1
                 yield current if place is None else place(current)
+                if state.on_batch is not None:  # the step on ``current`` is over
+                    state.on_batch()
                 current = upcoming
             self.end_of_dataloader = True
             self.batches_yielded += 1
             yield current if place is None else place(current)
+            if state.on_batch is not None:
+                state.on_batch()
         finally:
             state.exit_dataloader(self)
             self.end_of_dataloader = False

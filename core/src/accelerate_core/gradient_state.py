@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -15,9 +16,11 @@ class GradientState:
 
     __slots__ = (
         "_dataloaders",
+        "backwards",
         "has_joinable_models",
         "joined",
         "num_steps",
+        "on_batch",
         "step",
         "sync_gradients",
         "sync_with_dataloader",
@@ -33,6 +36,9 @@ class GradientState:
         # would wait forever for a process that ran out of batches, unless inside ``Join``.
         self.has_joinable_models = False
         self.joined = False
+        self.backwards = 0  # Accelerator.backward calls: a step trained since a batch began
+        # Called by prepared dataloaders before a pass and after each batch (preemption, resume).
+        self.on_batch: Callable[[], None] | None = None
 
     @property
     def end_of_dataloader(self) -> bool:

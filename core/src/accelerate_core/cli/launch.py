@@ -25,6 +25,7 @@ from ..launchers import describe_failure, launch_environment
 from ..plugins import get_plugin_manager
 from ..specs import LaunchOption
 from ..state import select_precision
+from .preemption_forwarding import TORCHRUN_SIGNALS, forwarding_signals
 from .worker import run_target
 
 # Run by path, not with -m: the worker then imports only the standard library (the script
@@ -204,7 +205,9 @@ def run(args: argparse.Namespace) -> int:
     with launch_environment(variables):
         if not uses_torchrun(config):
             return run_target(args.script, list(args.script_args), args.module)
-        return run_torchrun(torchrun_arguments(config, args.script, args.script_args, args.module))
+        with forwarding_signals() as forwarder:  # SIGTERM/SIGUSR1: the ranks save, then exit
+            arguments = torchrun_arguments(config, args.script, args.script_args, args.module)
+            return forwarder.outcome(run_torchrun([TORCHRUN_SIGNALS, *arguments]))
 
 
 def run_torchrun(arguments: list[str]) -> int:

@@ -115,6 +115,18 @@ def report_failure(exc: BaseException) -> None:
             pass
 
 
+# As ``accelerate_core.preemption`` spells them (this file imports only the standard library).
+PREEMPTED_EXIT_CODE = 75
+LAUNCH_DIR_ENV = "ACCELERATE_CORE_LAUNCH_DIR"
+REPORT_PREFIX = "preempted-"
+
+
+def _preempted_under_launcher() -> bool:
+    """This rank saved a preemption checkpoint and reported it to ``accel launch``."""
+    launch_dir = os.environ.get(LAUNCH_DIR_ENV)
+    return bool(launch_dir) and (Path(launch_dir) / f"{REPORT_PREFIX}{os.getpid()}").exists()
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     module = bool(argv) and argv[0] == "--module"
@@ -124,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         print("usage: python worker.py [--module] TARGET [ARGS...]")
         raise SystemExit(2)
     code = run_target(argv[0], argv[1:], module)
+    if code == PREEMPTED_EXIT_CODE and _preempted_under_launcher():
+        code = 0  # torchrun must neither restart nor blame it: accel launch reports the stop
     sys.stdout.flush()
     sys.stderr.flush()
     if code:
