@@ -30,6 +30,7 @@ import torch
 
 from accelerate_core import ConfigurationError, PluginNotInstalledError
 
+from .build_locks import clear_stale_build_locks
 from .config import Knowledge, ResolvedConfig, format_config, resolve_config
 from .options import DeepSpeedOptions
 from .placeholders import DummyOptim, DummyScheduler
@@ -50,9 +51,12 @@ def import_deepspeed(device: torch.device) -> ModuleType:
     DeepSpeed picks its accelerator once per process, from ``DS_ACCELERATOR`` or by probing
     CUDA; a run on the CPU of a GPU machine would otherwise get the CUDA one. Unless the user set
     ``DS_ACCELERATOR``, it is set here to the training device's type before the first import.
+    Build locks left by killed op builds are removed first (``build_locks``).
     """
     if device.type in DEEPSPEED_ACCELERATORS and "deepspeed" not in sys.modules:
         os.environ.setdefault(DS_ACCELERATOR, device.type)
+    # Before DeepSpeed builds an op: a lock left by a killed build would make it wait forever.
+    clear_stale_build_locks()
     try:
         import deepspeed
         from deepspeed.accelerator import get_accelerator
