@@ -25,6 +25,12 @@ from .launch_settings import LaunchConfig, default_num_processes
 from .plugins import collect_launch_options
 from .state import PartialState
 
+# torchrun's c10d rendezvous shares its TCP store with the ranks and keeps it over restarts,
+# while the ranks use it under no prefix of their attempt: those of a restart read the addresses
+# their predecessors published and fail to connect ("Gloo connectFullMesh failed ... Connection
+# refused", most restarts of 2 CPU ranks). Without the sharing, rank 0 of every attempt hosts a
+# new store on a new port: restarts form their group every time.
+NO_SHARED_STORE = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 ACCEL_TIME_KEY = "accelerate_core_time"  # written by cli/worker.py with the failure
 PRINTED_KEY = "accelerate_core_printed"
 
@@ -226,7 +232,7 @@ def notebook_launcher(
         logs_specs=DefaultLogsSpecs(),
     )
     threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    with launch_environment({**threads, **variables}):
+    with launch_environment({**threads, **NO_SHARED_STORE, **variables}):
         try:
             results = elastic_launch(elastic, function)(*args)
         except ChildFailedError as exc:

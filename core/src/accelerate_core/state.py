@@ -202,6 +202,7 @@ class PartialState:
             rank=env.rank,
             world_size=env.world_size,
             timeout=self.timeout,
+            store=attempt_store(env.world_size, self.timeout),
         )
         atexit.register(teardown_process_group)
 
@@ -394,6 +395,26 @@ def select_precision(name: Any) -> Registered:
     raise ConfigurationError(
         f"unknown mixed_precision '{name}'; valid values: {', '.join(sorted(precisions))}{hint}"
     )
+
+
+def attempt_store(world_size: int, timeout: timedelta) -> Any:
+    """Under torchrun's agent store, a view of it private to this restart attempt; else None.
+
+    torchrun's workers reach the agent's key-value store, which outlives a restart, under no
+    prefix of their attempt: the ranks of attempt 2 can read the gloo addresses the ranks of
+    attempt 1 published, connect to processes that are gone, and fail ("Gloo connectFullMesh
+    failed ... Connection refused"). ``TORCHELASTIC_RESTART_COUNT`` keeps attempts apart.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    import torch.distributed as dist
+
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+        is_master=False, timeout=timeout,
+    )  # fmt: skip
+    return dist.PrefixStore(f"accelerate_core/attempt_{attempt}", store)
 
 
 def teardown_process_group() -> None:

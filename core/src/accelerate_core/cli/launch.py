@@ -21,7 +21,7 @@ from typing import Any
 from ..config_files import config_file_to_read
 from ..errors import AccelerateCoreError, ConfigurationError
 from ..launch_settings import LaunchConfig, resolve_launch_config
-from ..launchers import describe_failure, launch_environment
+from ..launchers import NO_SHARED_STORE, describe_failure, launch_environment
 from ..plugins import get_plugin_manager
 from ..specs import LaunchOption
 from ..state import select_precision
@@ -202,12 +202,13 @@ def run(args: argparse.Namespace) -> int:
         print("  " + shlex.join(["env", *assignments, *command]))
         return 0
 
-    with launch_environment(variables):
-        if not uses_torchrun(config):
+    if not uses_torchrun(config):
+        with launch_environment(variables):
             return run_target(args.script, list(args.script_args), args.module)
-        with forwarding_signals() as forwarder:  # SIGTERM/SIGUSR1: the ranks save, then exit
-            arguments = torchrun_arguments(config, args.script, args.script_args, args.module)
-            return forwarder.outcome(run_torchrun([TORCHRUN_SIGNALS, *arguments]))
+    # torchrun with a fresh store per restart; SIGTERM/SIGUSR1 reach the ranks, which save.
+    with launch_environment({**variables, **NO_SHARED_STORE}), forwarding_signals() as forwarder:
+        arguments = torchrun_arguments(config, args.script, args.script_args, args.module)
+        return forwarder.outcome(run_torchrun([TORCHRUN_SIGNALS, *arguments]))
 
 
 def run_torchrun(arguments: list[str]) -> int:
