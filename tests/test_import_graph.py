@@ -41,7 +41,7 @@ for layer, modules in enumerate(
         "process_settings config_files launch_settings state hang_watch collectives samplers data "
         "seeding optimizer scheduler memory_tracker model_files checkpoint_manifest "
         "checkpoint_space preemption",
-        "checkpoint launchers run_guards",
+        "checkpoint launchers run_guards async_checkpoint",
         "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory "
         "cli.test_command cli.worker cli.training_check cli.preemption_forwarding",
         "__init__ __main__",

@@ -79,6 +79,15 @@ def accelerate_core_save_state(objects: dict, directory: str, context: Any) -> l
 
 
 @hookimpl
+def accelerate_core_save_state_async(
+    objects: dict, directory: str, context: Any, group: Any
+) -> Any:
+    from .checkpointing import save_state_async
+
+    return save_state_async(objects, directory, context, group)
+
+
+@hookimpl
 def accelerate_core_load_state(objects: dict, directory: str, context: Any) -> list[str]:
     from .checkpointing import load_state
 

@@ -165,7 +165,33 @@ def _drop_zero_sharded_grads(models: dict[str, FSDPModule], device: torch.device
 # --------------------------------------------------------------------------- save
 
 
-def save_state(objects: dict[str, Any], directory: str, context: Any) -> list[str]:
+def save_state_async(
+    objects: dict[str, Any], directory: str, context: Any, group: Any
+) -> tuple[list[str], Any] | None:
+    """The sharded save through ``torch.distributed.checkpoint.async_save`` (it stages the shards
+    to host memory before returning); ``None`` for ``state_dict_type="full"``, which gathers to
+    rank 0 and is written synchronously."""
+    if FSDPOptions.from_mapping(context.backend_options).state_dict_type == "full":
+        return None
+    pending: list[Any] = []
+    stored = save_state(objects, directory, context, writes=pending, group=group)
+
+    def wait() -> None:
+        for future in pending:
+            future.result()
+
+    return stored, wait
+
+
+def save_state(
+    objects: dict[str, Any],
+    directory: str,
+    context: Any,
+    writes: list[Any] | None = None,
+    group: Any = None,
+) -> list[str]:
+    """Store the sharded models and their optimizers; with ``writes``, the sharded files are
+    written in the background (their futures appended to ``writes``)."""
     options = FSDPOptions.from_mapping(context.backend_options)
     path = Path(directory)
     plan = _Plan(objects)
@@ -180,7 +206,7 @@ def save_state(objects: dict[str, Any], directory: str, context: Any) -> list[st
     if full:
         _save_full(plan, stored, path, is_main)
     elif plan.models or stored:
-        _save_sharded(plan, stored, path)
+        _save_sharded(plan, stored, path, writes, group)
     gradient_state = context.gradient_state
     if gradient_state is not None and gradient_state.mid_cycle:
         _drop_zero_sharded_grads(plan.models, context.device)
@@ -211,10 +237,16 @@ def _save_full(plan: _Plan, stored: dict[str, Any], path: Path, is_main: bool) -
             put_object(path, f"{name}.bin", state)
 
 
-def _save_sharded(plan: _Plan, stored: dict[str, Any], path: Path) -> None:
+def _save_sharded(
+    plan: _Plan, stored: dict[str, Any], path: Path, writes: list[Any] | None, group: Any
+) -> None:
     import torch.distributed.checkpoint as dcp
 
-    dcp.save(_sharded_state(plan, stored), checkpoint_id=str(path / SHARDED_DIR))
+    state, target = _sharded_state(plan, stored), str(path / SHARDED_DIR)
+    if writes is None:
+        dcp.save(state, checkpoint_id=target)
+    else:  # staged to host memory now; written (and coordinated over ``group``) in a thread
+        writes.append(dcp.async_save(state, checkpoint_id=target, process_group=group))
 
 
 def _sharded_state(plan: _Plan, stored: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import torch
 from torch.distributed.algorithms.join import Join, Joinable
 
 from . import checkpoint, collectives
+from .async_checkpoint import save_state_async, wait_for_pending_save
 from .checkpoint import ProjectConfiguration
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
@@ -606,12 +607,19 @@ class Accelerator:
         self._custom_objects.extend(objects)
         self._guards.prepared()
 
-    def save_state(self, output_dir: str | os.PathLike[str] | None = None) -> str:
+    def save_state(
+        self, output_dir: str | os.PathLike[str] | None = None, async_save: bool = False
+    ) -> str:
         """Checkpoint everything needed to continue this run exactly; returns the directory.
 
         Without ``output_dir``: ``project_dir/checkpoints/checkpoint_<n>``, keeping at most
         ``ProjectConfiguration.total_limit`` of them. Written atomically (see ``checkpoint``).
+        ``async_save=True`` returns once the state is copied to host memory and writes it in the
+        background (``async_checkpoint``); the next save, ``load_state`` and the exit wait for it.
         """
+        if async_save:
+            return str(save_state_async(self._training_objects(), output_dir))
+        wait_for_pending_save()
         return str(checkpoint.save_state(self._training_objects(), output_dir))
 
     def load_state(self, input_dir: str | os.PathLike[str] | None = None) -> str:
@@ -620,6 +628,7 @@ class Accelerator:
         Prepare the same objects first. Prepared dataloaders then continue on their own from the
         next unseen batch of the saved epoch.
         """
+        wait_for_pending_save()
         return str(checkpoint.load_state(self._training_objects(), input_dir))
 
     def _training_objects(self) -> checkpoint.TrainingObjects:
@@ -758,6 +767,7 @@ class Accelerator:
         if self.memory_tracker is not None:
             self.memory_tracker.stop()
         self._guards.close()
+        wait_for_pending_save()
         self.wait_for_everyone()
         teardown_process_group()
 

@@ -296,15 +296,33 @@ def write_files(directory: Path, files: list[tuple[str, Any]]) -> None:
             put_object(directory, name, saved)
 
 
-def _agree(state: Any, failure: Any, tmp: Path, target: Path) -> None:
+@dataclass
+class SaveJob:
+    """One save under way: where it goes, and what its manifest will say (read when it began)."""
+
+    state: Any
+    tmp: Path
+    target: Path
+    needed: int
+    facts: dict[str, Any]
+    project: ProjectConfiguration | None  # automatic naming: rotate once complete
+
+    @property
+    def mid_cycle(self) -> bool:
+        return bool(self.facts["gradient_accumulation"]["mid_cycle"])
+
+
+def _agree(job: SaveJob, failure: Any, group: Any = None) -> None:
     """Every process learns whether any failed; then all raise the first failure, the partial
     save removed (by the main process), or all go on. Replaces a barrier."""
-    failures = [f for f in collectives.gather_object((state.process_index, failure)) if f[1]]
+    state, tmp, target = job.state, job.tmp, job.target
+    gathered = collectives.gather_object((state.process_index, failure), group=group)
+    failures = [f for f in gathered if f[1]]
     if not failures:
         return
     if state.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
-    state.wait_for_everyone()  # the space is free again before anyone reports it
+    collectives.gather_object(None, group=group)  # the space is free before anyone reports it
     rank, (kind, text, needed) = failures[0]
     unchanged = f"{target} and every earlier checkpoint are as they were"
     if kind == "space":
@@ -316,6 +334,81 @@ def _agree(state: Any, failure: Any, tmp: Path, target: Path) -> None:
     )
 
 
+def begin_save(objects: TrainingObjects, output_dir: str | os.PathLike[str] | None) -> SaveJob:
+    """The temporary directory, refused (on every process) when it cannot fit."""
+    state = objects.state
+    tmp, target = _start_save(state, objects.project, output_dir)
+    mid_cycle = objects.gradient_state.mid_cycle
+    needed = estimate_bytes(
+        objects.models, objects.optimizers, state.is_main_process, with_grads=mid_cycle
+    )
+    registered = get_plugin_manager().registry()["backend"].get(state.backend)
+    facts = {
+        "world_size": state.num_processes,
+        "backend": state.backend,
+        "mixed_precision": state.mixed_precision,
+        "versions": versions(registered.distribution if registered else None),
+        "objects": {**objects.counts(), "scaler": objects.scaler is not None},
+        "gradient_accumulation": {"step": objects.gradient_state.step, "mid_cycle": mid_cycle},
+    }
+    job = SaveJob(
+        state, tmp, target, needed, facts, objects.project if output_dir is None else None
+    )
+    problem = check_space(target.parent, target, needed)
+    _agree(job, None if problem is None else ("space", problem, needed))
+    return job
+
+
+def backend_save(
+    objects: TrainingObjects, job: SaveJob, **async_arguments: Any
+) -> tuple[dict[str, Any], Callable[[], None] | None]:
+    """Hand the backend its objects; returns what no backend stored (the core writes those) and,
+    for an asynchronous save, the callable that waits for the backend's own writes.
+
+    With ``async_arguments`` the backend's asynchronous hook is asked first; a backend without
+    one writes synchronously here.
+    """
+    state, manager = objects.state, get_plugin_manager()
+    # Queued device work (an asynchronous or lazy device) must finish before state is read.
+    manager.call_owner("accelerate_core_synchronize", state.device_owner, device=state.device)
+    named = objects.named()
+    hook = dict(objects=named, directory=str(job.tmp), context=objects.context)
+    answer = None
+    if async_arguments:
+        answer = manager.call_owner(
+            "accelerate_core_save_state_async", state.backend_owner, **hook, **async_arguments
+        )
+    if answer is None:
+        handled, wait = (
+            manager.call_owner("accelerate_core_save_state", state.backend_owner, **hook),
+            None,
+        )
+    else:
+        handled, wait = answer
+    job.facts["backend_objects"] = sorted(set(handled or ()))
+    return {k: v for k, v in named.items() if k not in job.facts["backend_objects"]}, wait
+
+
+def finish_save(job: SaveJob, failure: Any, group: Any = None) -> Path:
+    """Once every process wrote its files (or failed): list and hash them, write the manifest,
+    rename into place and rotate; every process raises the same error if anything failed."""
+    state = job.state
+    _agree(job, failure, group)  # every file is written: now they can be listed
+    files = describe_files(job.tmp, state.process_index, state.num_processes, group=group)
+    failure = None
+    if state.is_main_process:
+        try:
+            write_manifest(job.tmp, files, **job.facts)
+            replace_directory(job.tmp, job.target)
+        except Exception as exc:
+            failure = write_failure(exc, job.tmp, job.needed)
+        else:
+            if job.project is not None:
+                _rotate(job.project, job.target.parent)
+    _agree(job, failure, group)
+    return job.target
+
+
 def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write a complete checkpoint (see module docstring); returns its directory.
 
@@ -325,64 +418,16 @@ def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | No
     raise ``CollectiveError`` naming it.
     """
     with during("save_state"):
-        return _save_state(objects, output_dir)
-
-
-def _save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | None) -> Path:
-    state = objects.state
-    manager = get_plugin_manager()
-    automatic = output_dir is None
-    tmp, target = _start_save(state, objects.project, output_dir)
-    context = objects.context
-    mid_cycle = objects.gradient_state.mid_cycle
-    needed = estimate_bytes(
-        objects.models, objects.optimizers, state.is_main_process, with_grads=mid_cycle
-    )
-    problem = check_space(target.parent, target, needed)
-    _agree(state, None if problem is None else ("space", problem, needed), tmp, target)
-    failure = None
-    by_backend: list[str] = []
-    try:
-        # Queued device work (an asynchronous or lazy device) must finish before state is read.
-        manager.call_owner("accelerate_core_synchronize", state.device_owner, device=state.device)
-        named = objects.named()
-        handled = manager.call_owner(
-            "accelerate_core_save_state", state.backend_owner, objects=named,
-            directory=str(tmp), context=context,
-        )  # fmt: skip
-        by_backend = sorted(set(handled or ()))
-        rest = {k: v for k, v in named.items() if k not in by_backend}
-        files = core_files(objects, rest, mid_cycle)
-        needed = max(needed, payload_bytes(files))
-        write_files(tmp, files)
-    except Exception as exc:
-        failure = write_failure(translated("save_state", exc), tmp, needed)
-    _agree(state, failure, tmp, target)  # every file is written: now they can be listed
-    files = describe_files(tmp, state.process_index, state.num_processes)
-    if state.is_main_process:
-        registered = manager.registry()["backend"].get(state.backend)
+        job = begin_save(objects, output_dir)
+        failure = None
         try:
-            write_manifest(
-                tmp,
-                files,
-                world_size=state.num_processes,
-                backend=state.backend,
-                mixed_precision=state.mixed_precision,
-                versions=versions(registered.distribution if registered else None),
-                objects={**objects.counts(), "scaler": objects.scaler is not None},
-                backend_objects=by_backend,
-                gradient_accumulation={
-                    "step": objects.gradient_state.step, "mid_cycle": mid_cycle,
-                },
-            )  # fmt: skip
-            replace_directory(tmp, target)
+            rest, _ = backend_save(objects, job)
+            files = core_files(objects, rest, job.mid_cycle)
+            job.needed = max(job.needed, payload_bytes(files))
+            write_files(job.tmp, files)
         except Exception as exc:
-            failure = write_failure(exc, tmp, needed)
-        else:
-            if automatic:
-                _rotate(objects.project, target.parent)
-    _agree(state, failure, tmp, target)
-    return target
+            failure = write_failure(translated("save_state", exc), job.tmp, job.needed)
+        return finish_save(job, failure)
 
 
 # --------------------------------------------------------------------------- load

@@ -24,7 +24,9 @@ FORMAT = "accelerate-core-checkpoint/1"
 OBJECT_KINDS = ("models", "optimizers", "schedulers", "dataloaders", "custom")
 
 
-def describe_files(directory: Path, rank: int, world_size: int) -> dict[str, Record]:
+def describe_files(
+    directory: Path, rank: int, world_size: int, group: Any = None
+) -> dict[str, Record]:
     """Size and checksum of every file under ``directory``; collective when ``world_size > 1``.
 
     The main process lists the files (largest first) and deals them out, so each process hashes
@@ -36,12 +38,12 @@ def describe_files(directory: Path, rank: int, world_size: int) -> dict[str, Rec
         found.sort(key=lambda p: (-p.stat().st_size, p.as_posix()))
         names[0] = [p.relative_to(directory).as_posix() for p in found]
     if world_size > 1:
-        names = collectives.broadcast_object_list(names, from_process=0)
+        names = collectives.broadcast_object_list(names, from_process=0, group=group)
     mine = {name: file_record(directory / name) for name in names[0][rank::world_size]}
     if world_size == 1:
         return mine
     table: dict[str, Record] = {}
-    for part in collectives.gather_object(mine):
+    for part in collectives.gather_object(mine, group=group):
         table.update(part)
     return dict(sorted(table.items()))
 

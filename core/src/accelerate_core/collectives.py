@@ -186,13 +186,16 @@ def gather(obj: Any) -> Any:
     return _rebuild(obj, gathered)
 
 
-def gather_object(obj: Any) -> list[Any]:
-    """Every process's (picklable) ``obj``; lists are concatenated, other objects listed."""
+def gather_object(obj: Any, group: Any = None) -> list[Any]:
+    """Every process's (picklable) ``obj``; lists are concatenated, other objects listed.
+
+    ``group``: a process group of every process (a background thread's own), default the main.
+    """
     _, world = _world()
     if world == 1:
         return list(obj) if isinstance(obj, list) else [obj]
     received: list[Any] = [None] * world
-    run_collective("gather_object", lambda: dist.all_gather_object(received, obj))
+    run_collective("gather_object", lambda: dist.all_gather_object(received, obj, group=group))
     if all(isinstance(r, list) for r in received):
         return [item for r in received for item in r]
     return received
@@ -236,12 +239,15 @@ def broadcast(obj: Any, from_process: int = 0) -> Any:
     return _rebuild(obj, out)
 
 
-def broadcast_object_list(objects: list[Any], from_process: int = 0) -> list[Any]:
+def broadcast_object_list(
+    objects: list[Any], from_process: int = 0, group: Any = None
+) -> list[Any]:
     """Replace ``objects``' items in place with ``from_process``'s (picklable) items."""
     _, world = _world()
     if world > 1:
         run_collective(
-            "broadcast_object_list", lambda: dist.broadcast_object_list(objects, src=from_process)
+            "broadcast_object_list",
+            lambda: dist.broadcast_object_list(objects, src=from_process, group=group),
         )
     return objects
 

@@ -291,6 +291,24 @@ def accelerate_core_save_state(
 
 
 @hookspec(firstresult=True)
+def accelerate_core_save_state_async(
+    objects: dict[str, Any], directory: str, context: PluginContext, group: Any
+) -> tuple[list[str], Callable[[], None]] | None:
+    """``accelerate_core_save_state`` for ``save_state(async_save=True)``: return once the state
+    of the objects the backend stores is copied to host memory.
+
+    Returns the names handled and a callable that waits until their files are written (raising
+    what went wrong), or ``None`` to have ``accelerate_core_save_state`` write them before
+    ``save_state`` returns (the core's own files still go in the background). Asked of the
+    backend's owner in the main thread; the callable runs in the core's background thread, while
+    training goes on. ``group`` is a gloo process group of every process kept for the
+    checkpoint's background work (``None`` with one process): give it to
+    ``torch.distributed.checkpoint.async_save`` (``process_group=``), never the default group,
+    which the training uses meanwhile.
+    """
+
+
+@hookspec(firstresult=True)
 def accelerate_core_load_state(
     objects: dict[str, Any], directory: str, context: PluginContext
 ) -> list[str] | None:
