@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.distributed.algorithms.join import Join, Joinable
@@ -181,7 +181,7 @@ class Accelerator:
         self._manager = manager
         if self.state.backend_spec.owns_precision:
             self.scaler = None
-            self._autocast: Callable[[], AbstractContextManager] | None = None
+            self._autocast: Callable[[], AbstractContextManager[Any]] | None = None
         else:
             self.scaler = manager.call_owner(
                 "accelerate_core_grad_scaler", precision_owner, context=context
@@ -194,8 +194,10 @@ class Accelerator:
             return manager.call_owner(hook, backend_owner, context=context, **kwargs)
 
         self._backward = ask("accelerate_core_backward", scaler=self.scaler)
-        self._no_sync = ask("accelerate_core_no_sync")
-        self._clip_norm = ask("accelerate_core_clip_grad_norm")
+        self._no_sync: Callable[[torch.nn.Module], AbstractContextManager[Any]] = ask(
+            "accelerate_core_no_sync"
+        )
+        self._clip_norm: Callable[..., torch.Tensor | None] = ask("accelerate_core_clip_grad_norm")
         self._clip_value = ask("accelerate_core_clip_grad_value")
         self._optimizer_step = ask("accelerate_core_optimizer_step", scaler=self.scaler)
         # Host-to-device copies can overlap compute; to the CPU there is nothing to overlap.
@@ -309,7 +311,7 @@ class Accelerator:
             return None
         if isinstance(obj, torch.nn.Module):
             return None if any(obj is m for m in self._models) else "model"
-        declared = getattr(obj, "__accelerate_core_kind__", None)
+        declared: str | None = getattr(obj, "__accelerate_core_kind__", None)
         if declared in KINDS:
             return declared  # placeholder objects of a backend (say, an optimizer from a config)
         if isinstance(obj, torch.optim.Optimizer):
@@ -412,10 +414,10 @@ class Accelerator:
         )
 
     def prepare_optimizer(self, optimizer: torch.optim.Optimizer) -> AcceleratedOptimizer:
-        return self.prepare(optimizer)
+        return cast(AcceleratedOptimizer, self.prepare(optimizer))
 
     def prepare_scheduler(self, scheduler: Any) -> AcceleratedScheduler:
-        return self.prepare(scheduler)
+        return cast(AcceleratedScheduler, self.prepare(scheduler))
 
     def prepare_data_loader(self, dataloader: Any, device_placement: bool | None = None) -> Any:
         return self.prepare(
@@ -428,7 +430,7 @@ class Accelerator:
         """``loss.backward()`` with accumulation scaling, loss scaling or the backend's engine."""
         self._backward(loss, **kwargs)
 
-    def accumulate(self, *models: torch.nn.Module) -> AbstractContextManager:
+    def accumulate(self, *models: torch.nn.Module) -> AbstractContextManager[Any]:
         """One micro-step of gradient accumulation.
 
         Sets ``sync_gradients`` (True every ``gradient_accumulation_steps`` micro-steps and on the
@@ -489,7 +491,7 @@ class Accelerator:
         self.unscale_gradients()
         self._clip_value(parameters, clip_value)
 
-    def autocast(self) -> AbstractContextManager:
+    def autocast(self) -> AbstractContextManager[Any]:
         """The precision's autocast for code outside the prepared model's forward (the loss)."""
         return contextlib.nullcontext() if self._autocast is None else self._autocast()
 
@@ -648,10 +650,10 @@ class Accelerator:
     def wait_for_everyone(self) -> None:
         self.state.wait_for_everyone()
 
-    def main_process_first(self) -> AbstractContextManager:
+    def main_process_first(self) -> AbstractContextManager[None]:
         return self.state.main_process_first()
 
-    def local_main_process_first(self) -> AbstractContextManager:
+    def local_main_process_first(self) -> AbstractContextManager[None]:
         return self.state.local_main_process_first()
 
     def on_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -662,7 +664,7 @@ class Accelerator:
 
     def split_between_processes(
         self, inputs: Any, apply_padding: bool = False
-    ) -> AbstractContextManager:
+    ) -> AbstractContextManager[Any]:
         return self.state.split_between_processes(inputs, apply_padding=apply_padding)
 
     def print(self, *args: Any, **kwargs: Any) -> None:

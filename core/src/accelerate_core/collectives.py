@@ -10,6 +10,7 @@ of one rank handed to another. A rank that never arrives makes the others raise
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -166,7 +167,7 @@ def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0) -> Any:
         work = tensor.detach().clone()
         if work.dtype in (torch.bfloat16, torch.float16, torch.bool):
             work = work.float()  # gloo cannot reduce these; reduce in fp32 and cast back
-        run_collective("reduce", lambda w=work: dist.all_reduce(w))
+        run_collective("reduce", functools.partial(dist.all_reduce, work))
         if reduction == "mean":
             work = work / world
         reduced.append((work * scale if scale != 1.0 else work).to(tensor.dtype))
@@ -183,7 +184,7 @@ def broadcast(obj: Any, from_process: int = 0) -> Any:
     for index, tensor in enumerate(tensors):
         _require_identical("broadcast", signatures, index)
         work = tensor.detach().clone().contiguous()
-        run_collective("broadcast", lambda w=work: dist.broadcast(w, src=from_process))
+        run_collective("broadcast", functools.partial(dist.broadcast, work, src=from_process))
         out.append(work)
     return _rebuild(obj, out)
 

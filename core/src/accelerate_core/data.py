@@ -67,7 +67,7 @@ class DataLoaderShard:
         if skip and isinstance(loader, DataLoader) and loader.batch_sampler is not None:
             # Skip by index: the skipped batches are never loaded.
             return iter(_rebuild(loader, SkipBatches(loader.batch_sampler, skip)))
-        iterator = iter(loader)
+        iterator: Iterator[Any] = iter(loader)
         for _ in range(skip):
             next(iterator, None)
         return iterator
@@ -192,7 +192,7 @@ def library_sampler(loader: Any) -> SharedSeedRandomSampler | None:
     return None
 
 
-def _rebuild(dataloader: DataLoader, batch_sampler: Any) -> DataLoader:
+def _rebuild(dataloader: DataLoader[Any], batch_sampler: Any) -> DataLoader[Any]:
     """``dataloader`` with another batch sampler and every other setting kept."""
     settings = {k: getattr(dataloader, k) for k in LOADER_SETTINGS if hasattr(dataloader, k)}
     if settings.get("num_workers", 0) == 0:
@@ -258,7 +258,7 @@ class DataLoaderDispatcher(DataLoaderShard):
         iterator = iter(self.base_dataloader) if self.process_index == 0 else None
         while True:
             payloads: list[Any] = [None]
-            if self.process_index == 0:
+            if iterator is not None:  # the main process reads, the others receive
                 payloads = [self._round(iterator)]
             broadcast_object_list(payloads, from_process=0)
             group = payloads[0]
@@ -306,7 +306,7 @@ def _library_shuffled(batch_sampler: Any, dataset: Any, num_processes: int) -> A
 
 
 def prepare_data_loader(
-    dataloader: DataLoader,
+    dataloader: DataLoader[Any],
     num_processes: int,
     process_index: int,
     gradient_state: GradientState,

@@ -173,7 +173,9 @@ def accelerate_core_convert(
 
 
 @hookspec(firstresult=True)
-def accelerate_core_autocast(context: PluginContext) -> Callable[[], AbstractContextManager] | None:
+def accelerate_core_autocast(
+    context: PluginContext,
+) -> Callable[[], AbstractContextManager[Any]] | None:
     """Return a factory of the context manager that wraps every forward pass, or ``None``.
 
     Asked of the selected precision's owner once, at ``Accelerator`` creation (not asked when the
@@ -228,7 +230,7 @@ def accelerate_core_backward(context: PluginContext, scaler: Any) -> Callable[..
 @hookspec(firstresult=True)
 def accelerate_core_no_sync(
     context: PluginContext,
-) -> Callable[[torch.nn.Module], AbstractContextManager] | None:
+) -> Callable[[torch.nn.Module], AbstractContextManager[Any]] | None:
     """Return ``no_sync(model)``: a context in which backward does not synchronise gradients.
 
     Used on the micro-steps of gradient accumulation that do not step the optimizer, so only the
