@@ -34,6 +34,9 @@ from .process_settings import launch_plugin_options, launch_setting
 from .scheduler import AcceleratedScheduler
 from .specs import PluginContext, PrepareRequest
 from .state import AcceleratorState, PartialState, teardown_process_group
+from .tracker_base import GeneralTracker
+from .tracker_metrics import SystemMetrics, system_metric_kinds
+from .tracker_set import TrackerSet
 
 KINDS = ("model", "optimizer", "scheduler", "dataloader")
 ACCEPTED_TYPES = (
@@ -95,6 +98,11 @@ class Accelerator:
         project_config: ``ProjectConfiguration`` (project_dir, total_limit) as in HF.
         track_memory: sample this rank's memory into a run directory (``True``:
             ``project_dir/memory``); see ``track_memory`` and ``accel memory plot``.
+        log_with: experiment trackers: a name (``"tensorboard"``, ``"wandb"``, ``"mlflow"``,
+            ...; ``"all"`` for every installed one), a ``LoggerType``, a ``GeneralTracker``
+            instance, or a list of them. See ``init_trackers``, ``log``, ``end_training``.
+        log_system_metrics: also log memory (needs ``track_memory``) and seconds per step with
+            every ``log`` call: True, ``"memory"``, ``"step_time"`` or both in a list.
     """
 
     def __init__(
@@ -115,6 +123,8 @@ class Accelerator:
         project_dir: str | None = None,
         track_memory: str | os.PathLike[str] | bool | None = None,
         project_config: ProjectConfiguration | None = None,
+        log_with: Any = None,
+        log_system_metrics: bool | str | Sequence[str] = False,
     ) -> None:
         # Explicit arguments > accel launch > config file > defaults (process_settings.py).
         steps = launch_setting("gradient_accumulation_steps", gradient_accumulation_steps)
@@ -131,7 +141,7 @@ class Accelerator:
         self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
         self.project_configuration = project_config or ProjectConfiguration()
         if project_dir is not None:
-            self.project_configuration.project_dir = str(project_dir)
+            self.project_configuration.set_directories(str(project_dir))
         self.gradient_state = GradientState(steps)
         self.plugin_context = PluginContext(
             state=self.state,
@@ -150,6 +160,9 @@ class Accelerator:
         self._dataloaders: list[DataLoaderShard] = []
         self._custom_objects: list[Any] = []
         self.memory_tracker: MemoryTracker | None = None
+        kinds = system_metric_kinds(log_system_metrics, bool(track_memory))
+        metrics = SystemMetrics(kinds, lambda: self.memory_tracker) if kinds else None
+        self._tracking = TrackerSet(log_with, self.logging_dir, self.is_main_process, metrics)
         if track_memory:
             self.track_memory(None if track_memory is True else track_memory)
 
@@ -557,6 +570,10 @@ class Accelerator:
     def project_dir(self) -> str | None:
         return self.project_configuration.project_dir
 
+    @property
+    def logging_dir(self) -> str | None:
+        return self.project_configuration.logging_dir
+
     def register_for_checkpointing(self, *objects: Any) -> None:
         """Save and restore these objects (anything with ``state_dict``/``load_state_dict``)."""
         for obj in objects:
@@ -712,12 +729,64 @@ class Accelerator:
         ).start()
         return self.memory_tracker
 
+    # ------------------------------------------------------------------ experiment tracking
+
+    @property
+    def log_with(self) -> list[Any]:
+        """The selected trackers: names (``LoggerType`` for built-in ones) and instances."""
+        return self._tracking.log_with
+
+    @property
+    def trackers(self) -> list[GeneralTracker]:
+        """The trackers running on this process (on the main process, every selected one)."""
+        return self._tracking.trackers
+
+    def init_trackers(
+        self,
+        project_name: str,
+        config: dict[str, Any] | None = None,
+        init_kwargs: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Start a run of every selected tracker and store ``config`` as its hyperparameters.
+
+        ``init_kwargs`` maps a tracker's name to the keyword arguments of its constructor
+        (``{"wandb": {"tags": ["a"]}, "tensorboard": {"flush_secs": 30}}``).
+        """
+        self._tracking.init_trackers(project_name, config, init_kwargs)
+
+    def log(
+        self,
+        values: dict[str, Any],
+        step: int | None = None,
+        log_kwargs: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Log ``values`` (numbers, one-element tensors, strings, dicts of numbers) at ``step``.
+
+        Runs on the processes that run trackers (the main process); elsewhere it returns at
+        once. ``log_kwargs`` maps a tracker's name to extra arguments of its ``log``.
+        """
+        self._tracking.log(values, step, log_kwargs)
+
+    def get_tracker(self, name: str, unwrap: bool = False) -> Any:
+        """The tracker ``name`` (``unwrap=True``: its library's run object, such as the wandb
+        run); a ``NoOpTracker`` on processes that do not run it."""
+        return self._tracking.get_tracker(name, unwrap)
+
     def end_training(self) -> None:
-        """Stop memory tracking, wait for every process, then tear down the process group."""
+        """Finish every tracker, stop memory tracking, wait for every process, then tear down
+        the process group. Safe to call twice; a tracker that fails to finish raises after the
+        others finished and every process arrived."""
+        failure: Exception | None = None
+        try:
+            self._tracking.end_training()
+        except Exception as exc:  # every process must still reach the barrier below
+            failure = exc
         if self.memory_tracker is not None:
             self.memory_tracker.stop()
         self.wait_for_everyone()
         teardown_process_group()
+        if failure is not None:
+            raise failure
 
     def __repr__(self) -> str:
         return (

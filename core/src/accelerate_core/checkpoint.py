@@ -56,6 +56,8 @@ class ProjectConfiguration:
 
     Args:
         project_dir: root of the run; checkpoints go to ``project_dir/checkpoints``.
+        logging_dir: where trackers that write files (TensorBoard, Aim) write; default
+            ``project_dir``.
         automatic_checkpoint_naming: ``save_state()`` without a directory writes
             ``checkpoint_<n>`` (n = one more than the last complete one).
         total_limit: keep at most this many automatic checkpoints (the oldest are removed
@@ -63,8 +65,18 @@ class ProjectConfiguration:
     """
 
     project_dir: str | None = None
+    logging_dir: str | None = None
     automatic_checkpoint_naming: bool = True
     total_limit: int | None = None
+
+    def set_directories(self, project_dir: str | None = None) -> None:
+        """Set ``project_dir``, and ``logging_dir`` to it when no logging directory is set."""
+        self.project_dir = project_dir
+        if self.logging_dir is None:
+            self.logging_dir = project_dir
+
+    def __post_init__(self) -> None:
+        self.set_directories(self.project_dir)
 
 
 @dataclass

@@ -34,10 +34,13 @@ from .specs import (
     PluginContext,
     PrecisionSpec,
     PrepareRequest,
+    TrackerSpec,
 )
 
 if TYPE_CHECKING:
     import torch
+
+    from .tracker_base import GeneralTracker
 
 PROJECT_NAME = "accelerate_core"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -73,6 +76,33 @@ def accelerate_core_devices() -> list[DeviceSpec]:
     ``torch.accelerator`` (or CPU); the record for that device type supplies the process-group
     backend and the precisions it supports. An accelerator type with no record still works with
     generic defaults (gloo, no mixed precision).
+    """
+
+
+@hookspec
+def accelerate_core_trackers() -> list[TrackerSpec]:
+    """Return the experiment trackers this plugin provides (``TrackerSpec`` records).
+
+    Called on every plugin when the registry is built; same rules as ``accelerate_core_backends``
+    (cheap, nothing heavy imported, a name offered twice is a ``PluginConflictError``). Each
+    record names the tracker's library (``modules``) and the command that installs it; the
+    core checks that the library can be found without importing it. The core's built-in plugin
+    provides Hugging Face's trackers (``tensorboard``, ``wandb``, ``mlflow``, ``comet_ml``,
+    ``aim``, ``clearml``, ``dvclive``, ``swanlab``, ``trackio``); ``accel env`` lists them all.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_tracker_class(name: str) -> type[GeneralTracker] | None:
+    """Return the ``GeneralTracker`` subclass of the tracker ``name`` (asked of its owner).
+
+    Asked once per selected tracker, at ``Accelerator`` creation, of the plugin whose
+    ``accelerate_core_trackers`` registered ``name``. Import the class here, not at module
+    level; the class imports its library in ``start()``. The core instantiates it as
+    ``cls(project_name, logging_dir, **init_kwargs)`` when the record says
+    ``requires_logging_directory``, else ``cls(project_name, **init_kwargs)``, and calls
+    ``start``, ``store_init_configuration``, ``log`` and ``finish`` on the processes the
+    class's ``main_process_only`` names.
     """
 
 

@@ -22,7 +22,7 @@ from . import hookspecs
 from .builtin import BUILTIN_PLUGINS, defaults
 from .errors import PluginConflictError, PluginError, PluginNotInstalledError
 from .launch_options import CORE_OPTIONS, OPTION_TYPES
-from .specs import BackendSpec, DeviceSpec, LaunchOption, PrecisionSpec
+from .specs import BackendSpec, DeviceSpec, LaunchOption, PrecisionSpec, TrackerSpec
 from .version import __version__
 
 ENTRY_POINT_GROUP = "accelerate_core"
@@ -241,13 +241,14 @@ class PluginManager:
         return found
 
     def registry(self, strict: bool = True) -> dict[str, dict[str, Registered]]:
-        """``{"backend"|"precision"|"device": {name: Registered}}``; conflicts raise when strict."""
+        """``{"backend"|"precision"|"device"|"tracker": {name: Registered}}``; conflicts raise when strict."""
         if self._registry is None:
             self._conflicts = []
             self._registry = {
                 "backend": self._collect("accelerate_core_backends", BackendSpec),
                 "precision": self._collect("accelerate_core_precisions", PrecisionSpec),
                 "device": self._collect("accelerate_core_devices", DeviceSpec),
+                "tracker": self._collect("accelerate_core_trackers", TrackerSpec),
             }
         if strict and self._conflicts:
             raise PluginConflictError("; ".join(self._conflicts))

@@ -198,3 +198,26 @@ class LaunchOption:
         if target is not None and name.startswith(target[1] + "-"):
             name = name[len(target[1]) + 1 :]
         return name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class TrackerSpec:
+    """An experiment tracker that ``Accelerator(log_with=name)`` selects.
+
+    Attributes:
+        name: what users pass to ``log_with`` (and the key of ``init_kwargs``/``log_kwargs``),
+            unique across installed plugins.
+        install: the command that installs the tracker's library (``"pip install wandb"``); the
+            error for a selected tracker whose library is missing quotes it.
+        modules: import names of the library; the tracker counts as installed when any of them
+            can be found (nothing is imported to check). Empty: always installed.
+        requires_logging_directory: the tracker writes under ``Accelerator(project_dir=...)``
+            (``ProjectConfiguration.logging_dir``); selecting it without one is an error.
+        description: one line shown by ``accel env``.
+    """
+
+    name: str
+    install: str = ""
+    modules: tuple[str, ...] = ()
+    requires_logging_directory: bool = False
+    description: str = ""

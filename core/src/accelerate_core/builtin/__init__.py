@@ -1,12 +1,13 @@
 """The core's own plugins, registered through the same hooks as installed ones."""
 
-from . import defaults, devices, environments, precisions, single_process
+from . import defaults, devices, environments, precisions, single_process, trackers
 
 BUILTIN_PLUGINS: tuple[object, ...] = (
     *environments.DETECTORS,
     devices,
     precisions,
     single_process,
+    trackers,
 )
 
 __all__ = ["BUILTIN_PLUGINS", "defaults"]
