@@ -19,6 +19,7 @@ from .errors import (
     PluginConflictError,
     PluginError,
     PluginNotInstalledError,
+    TrackerError,
 )
 from .hookspecs import hookimpl
 from .kwargs_handlers import AutocastKwargs, GradScalerKwargs
@@ -35,6 +36,7 @@ from .specs import (
     PluginContext,
     PrecisionSpec,
     PrepareRequest,
+    TrackerSpec,
 )
 from .state import AcceleratorState, PartialState
 from .version import __version__
@@ -61,7 +63,9 @@ __all__ = [
     "PluginNotInstalledError",
     "PrecisionSpec",
     "PrepareRequest",
+    "TrackerError",
     "ProjectConfiguration",
+    "TrackerSpec",
     "__version__",
     "broadcast",
     "broadcast_object_list",

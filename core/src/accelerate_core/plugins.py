@@ -241,7 +241,10 @@ class PluginManager:
         return found
 
     def registry(self, strict: bool = True) -> dict[str, dict[str, Registered]]:
-        """``{"backend"|"precision"|"device"|"tracker": {name: Registered}}``; conflicts raise when strict."""
+        """``{kind: {name: Registered}}`` per kind (backend, precision, device, tracker).
+
+        Conflicts raise when ``strict``.
+        """
         if self._registry is None:
             self._conflicts = []
             self._registry = {
