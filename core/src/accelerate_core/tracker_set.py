@@ -304,10 +304,12 @@ def _failure(name: str, method: str, exc: BaseException) -> TrackerError:
     return TrackerError(f"tracker '{name}' failed in {method}(): {type(exc).__name__}: {exc}")
 
 
-def _call(name: str, method: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _call(
+    tracker_name: str, method: str, function: Callable[..., Any], /, *args: Any, **kwargs: Any
+) -> Any:
     try:
         return function(*args, **kwargs)
     except (ConfigurationError, PluginError):
         raise
     except Exception as exc:
-        raise _failure(name, method, exc) from exc
+        raise _failure(tracker_name, method, exc) from exc
