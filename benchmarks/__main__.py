@@ -28,6 +28,7 @@ BENCHMARKS = {
     "memory_deepspeed": ("accelerate_deepspeed", "deepspeed"),
     "fp8": ("accelerate_fp8",),
     "launch": (),
+    "tracking": ("tensorboard",),
 }
 
 
@@ -120,6 +121,13 @@ def table(results: dict[str, object]) -> str:
         rows.append(f"| launch start-up | accel launch / torchrun, empty script | "
                     f"{launch['ratio']:.2f} ({launch['accel_launch_s']:.2f} vs "
                     f"{launch['torchrun_s']:.2f} s) | — |")  # fmt: skip
+    tracking = results.get("tracking")
+    if isinstance(tracking, dict) and "hugging_face_us" in tracking:
+        rows.append(f"| tracking: `accelerator.log`, 4 scalars, TensorBoard | ours / HF per call | "
+                    f"{tracking['ours_over_hugging_face']:.2f} "
+                    f"({tracking['accelerate_core_us']:.0f} vs {tracking['hugging_face_us']:.0f} "
+                    f"µs; hand-written SummaryWriter "
+                    f"{tracking['hand_written_us']:.0f} µs) | ≤ 1.05 |")  # fmt: skip
     for name, value in results.items():
         if isinstance(value, str):
             rows.append(f"| {name} | — | {value.splitlines()[0][:80]} | — |")
