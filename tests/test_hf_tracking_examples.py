@@ -103,7 +103,10 @@ def test_by_feature_tracking_example_writes_a_tensorboard_run(tmp_path, monkeypa
         [v for _, v in run["scalars"]["accuracy"]]
     )
     (mlflow,) = mlflow_runs(f"file:{tmp_path / 'mlruns'}", "tracking")
-    assert mlflow["metrics"]["f1"] == pytest.approx(run["scalars"]["f1"])
+    assert [s for s, _ in mlflow["metrics"]["f1"]] == [0, 1, 2]
+    assert [v for _, v in mlflow["metrics"]["f1"]] == pytest.approx(
+        [v for _, v in run["scalars"]["f1"]]
+    )
     print(stdout.splitlines()[0], run["scalars"])  # the figures for the closing note
 
 
