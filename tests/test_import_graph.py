@@ -32,17 +32,20 @@ for layer, modules in enumerate(
     [
         # records and primitives: no behaviour of the plugin system
         "errors specs version launch_options option_checks kwargs_handlers gradient_state ops "
-        "memory checkpoint_io",
+        "memory checkpoint_io logger_type tracker_base tracker_values",
         "hookspecs",
         "builtin builtin.defaults builtin.devices builtin.environments builtin.precisions "
-        "builtin.single_process",
+        "builtin.single_process builtin.trackers trackers trackers.aim trackers.clearml "
+        "trackers.comet_ml trackers.dvclive trackers.mlflow trackers.swanlab trackers.tensorboard "
+        "trackers.trackio trackers.wandb",
         "plugins",
         # settings / state / data / collectives
         "process_settings config_files launch_settings state collectives samplers data seeding "
-        "optimizer scheduler memory_tracker model_files checkpoint_manifest",
+        "optimizer scheduler memory_tracker model_files checkpoint_manifest tracker_set "
+        "tracker_metrics",
         "checkpoint launchers",
-        "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory "
-        "cli.test_command cli.worker cli.training_check",
+        "accelerator tracking utils utils.tqdm testing cli cli.config cli.env cli.launch cli.main "
+        "cli.memory cli.test_command cli.worker cli.training_check",
         "__init__ __main__",
     ]
 ):

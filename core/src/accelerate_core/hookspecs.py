@@ -36,11 +36,10 @@ from .specs import (
     PrepareRequest,
     TrackerSpec,
 )
+from .tracker_base import GeneralTracker
 
 if TYPE_CHECKING:
     import torch
-
-    from .tracker_base import GeneralTracker
 
 PROJECT_NAME = "accelerate_core"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)

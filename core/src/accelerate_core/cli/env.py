@@ -24,6 +24,7 @@ from ..plugins import (
 )
 from ..process_settings import launch_setting
 from ..state import DEFAULT_DISTRIBUTED_BACKEND, DEVICE_ENV, SINGLE_PROCESS_BACKEND, choose_device
+from ..tracker_set import library_installed
 from ..version import __version__
 
 
@@ -85,8 +86,6 @@ def collect() -> dict[str, Any]:
 
 def _trackers(registered: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every known tracker: who registers it, whether its library is installed, how to get it."""
-    from ..tracker_set import library_installed
-
     return {
         name: {
             "distribution": entry.distribution,
