@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +129,23 @@ def wandb_records(path: Path) -> list[Any]:
     return records
 
 
-def wandb_run(run_file: Path) -> dict[str, Any]:
-    """``{"project", "config": {key: value}, "history": [{key: value}]}`` of an offline run."""
+def wandb_run(run_file: Path, wait: float = 30.0) -> dict[str, Any]:
+    """``{"project", "config": {key: value}, "history": [{key: value}]}`` of an offline run.
+
+    W&B's service process writes the file; on a loaded machine its last records can land a
+    moment after ``finish()`` returned, so the file is read again until the run is complete.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        run = _wandb_run_once(run_file)
+        if run["complete"] or time.monotonic() > deadline:
+            return {k: v for k, v in run.items() if k != "complete"}
+        time.sleep(0.2)
+
+
+def _wandb_run_once(run_file: Path) -> dict[str, Any]:
     config: dict[str, Any] = {}
+    complete = False
     history: list[dict[str, Any]] = []
     project = None
     for record in wandb_records(run_file):
@@ -142,8 +157,11 @@ def wandb_run(run_file: Path) -> dict[str, Any]:
             config.update(_items(record.config.update))
         elif kind == "history":
             history.append(_items(record.history.item))
+        elif kind == "exit":
+            complete = True
     config.pop("_wandb", None)
-    return {"project": project, "config": config, "history": history}
+    return {"project": project, "config": config, "history": history,
+            "complete": complete and project is not None}  # fmt: skip
 
 
 def _items(items: Any) -> dict[str, Any]:
