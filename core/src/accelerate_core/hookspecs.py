@@ -160,6 +160,18 @@ def accelerate_core_device_memory_stats(device: torch.device) -> dict[str, int] 
 
 
 @hookspec(firstresult=True)
+def accelerate_core_device_memory_info(device: torch.device) -> tuple[int, int] | None:
+    """Return ``(free, total)`` bytes of ``device``, or ``None`` when they cannot be read.
+
+    Asked of the device's owner by big-model inference (``get_max_memory``, and so
+    ``infer_auto_device_map`` and ``device_map="auto"``) for the CPU and every index of the
+    accelerator torch drives, after one small tensor was created there. A device answering
+    ``None`` is left out of automatic device maps. The default reads
+    ``torch.accelerator.get_memory_info``.
+    """
+
+
+@hookspec(firstresult=True)
 def accelerate_core_synchronize(device: torch.device) -> bool | None:
     """Wait for all queued work on ``device``; return True when done (default: torch).
 

@@ -70,6 +70,18 @@ def accelerate_core_device_memory_stats(device: torch.device) -> dict[str, int] 
 
 
 @last
+def accelerate_core_device_memory_info(device: torch.device) -> tuple[int, int] | None:
+    reader = getattr(torch.accelerator, "get_memory_info", None)
+    if device.type == "cpu" or reader is None:
+        return None
+    try:
+        free, total = reader(device)
+    except (RuntimeError, ValueError):  # not the accelerator torch drives
+        return None
+    return int(free), int(total)
+
+
+@last
 def accelerate_core_synchronize(device: torch.device) -> bool:
     if device.type != "cpu":
         torch.accelerator.synchronize(device)
