@@ -40,7 +40,9 @@ from .utils.modeling import (
     compute_module_sizes,
     find_tied_parameters,
     get_max_layer_size,
+    named_module_tensors,
     retie_parameters,
+    set_module_tensor_to_device,
     to_torch_device,
 )
 from .utils.offload import (
@@ -263,6 +265,7 @@ def dispatch_model(
                 index=offload_index,
                 device=main_device if offload_index is not None else None,
             )
+        _materialize_root_tensors(model, weights_map)
         tied_params = find_tied_parameters(model)
         tied_params_map: dict[int, dict[Any, torch.Tensor]] = {}
         for group in tied_params:
@@ -296,6 +299,19 @@ def dispatch_model(
         model.to(to_torch_device(devices[0]))
     model.hf_device_map = dict(device_map)
     return model
+
+
+def _materialize_root_tensors(model: nn.Module, weights_map: Any) -> None:
+    """The root module's own tensors mapped to an offload are read into memory.
+
+    The root's hook keeps them on the main device (it also moves every input), so they cannot be
+    brought in per forward; HF Accelerate fails on them ("scale is on the meta device").
+    """
+    if weights_map is None:
+        return
+    for name, tensor in list(named_module_tensors(model)):
+        if tensor.device.type == "meta" and name in weights_map:
+            set_module_tensor_to_device(model, name, "cpu", value=weights_map[name])
 
 
 def _get(model: nn.Module, name: str) -> torch.Tensor:

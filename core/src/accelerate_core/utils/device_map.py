@@ -45,6 +45,11 @@ def device_memory_info(device: torch.device) -> tuple[int, int] | None:
     return manager.call_owner(MEMORY_INFO_HOOK, owner, device=device)
 
 
+def _touch(device: torch.device) -> None:
+    """Create a tensor on ``device`` so that its free memory counts the runtime's context."""
+    torch.zeros(1, device=device)
+
+
 def _available_memory() -> dict[DeviceKey, int]:
     memory: dict[DeviceKey, int] = {}
     kind = accelerator_type()
@@ -52,7 +57,7 @@ def _available_memory() -> dict[DeviceKey, int]:
         for index in range(torch.accelerator.device_count()):
             device = torch.device(kind, index)
             try:
-                torch.zeros(1, device=device)  # so the figure counts the device's context
+                _touch(device)
                 info = device_memory_info(device)
             except Exception as exc:  # one unusable device must not hide the others
                 logger.info(f"Device {device} seems unavailable ({exc}); skipping it.")
@@ -422,9 +427,14 @@ def _warn_offloaded_buffers(
 
 
 def check_device_map(model: nn.Module, device_map: dict[str, Any]) -> None:
-    """Raise unless every tensor of ``model``'s state dict has a device in ``device_map``."""
-    modules = dict(model.named_modules())
-    invalid = [k for k in device_map if k != "" and k not in modules]
+    """Raise unless every tensor of ``model``'s state dict has a device in ``device_map``.
+
+    Keys naming neither a submodule nor a tensor (root buffers are mapped by their own name, as
+    ``infer_auto_device_map`` does) are warned about.
+    """
+    known = {name for name, _ in model.named_modules()}
+    known |= {name for name, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
+    invalid = [k for k in device_map if k != "" and k not in known]
     if invalid:
         warnings.warn(
             f"The following device_map keys do not match any submodules in the model: {invalid}",

@@ -65,7 +65,7 @@ def load_offloaded_weights(
     for name, info in (index or {}).items():
         if info.get("safetensors_file") is not None:
             path = Path(info["safetensors_file"])
-            path = path if path.is_absolute() else Path(offload_folder) / path
+            path = path if path.is_file() else Path(offload_folder) / path.name
         else:
             path = Path(offload_folder) / f"{name}.dat"
         set_module_tensor_to_device(model, name, "cpu", value=load_offloaded_weight(path, info))

@@ -2,7 +2,8 @@
 
 An offload folder holds safetensors files and an ``index.json`` mapping each weight name to
 ``{"safetensors_file", "weight_name", "dtype", "shape"}`` (the format ``transformers`` and HF
-Accelerate's ``OffloadedWeightsLoader`` read). A file may be outside the folder: when a
+Accelerate's ``OffloadedWeightsLoader`` read; file paths are absolute, as they expect, and a
+folder that was moved is still read from its new place). A file may be outside the folder: when a
 checkpoint is loaded with disk offload and a weight needs no dtype conversion, the index points
 at the checkpoint's own shard instead of writing a copy. Folders written by HF Accelerate
 (one ``<name>.dat`` NumPy memmap per weight) are read too.
@@ -34,11 +35,11 @@ def offload_weight(
     index: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Write ``weight`` to ``<offload_folder>/<weight_name>.safetensors``, noted in ``index``."""
-    file_name = f"{weight_name}.safetensors"
-    write_tensors(Path(offload_folder) / file_name, [(weight_name, weight)])
+    path = (Path(offload_folder) / f"{weight_name}.safetensors").resolve()
+    write_tensors(path, [(weight_name, weight)])
     if index is not None:
         index[weight_name] = {
-            "safetensors_file": file_name,
+            "safetensors_file": str(path),
             "weight_name": weight_name,
             "dtype": _dtype_name(weight.dtype),
             "shape": list(weight.shape),
@@ -123,8 +124,8 @@ class OffloadedWeightsLoader(Mapping):
     Args:
         state_dict: weights kept in CPU memory.
         save_folder: an offload folder (its ``index.json`` is read unless ``index`` is given).
-        index: weight name -> entry (see the module docstring); relative file names are
-            relative to ``save_folder``.
+        index: weight name -> entry (see the module docstring); a file name that does not exist
+            as given is looked up in ``save_folder``.
         device: where weights read from disk are put (default: the CPU).
 
     A weight read from disk is a fresh tensor each time: nothing stays in memory after the
@@ -160,13 +161,15 @@ class OffloadedWeightsLoader(Mapping):
         self._files: dict[str, TensorFile] = {}
 
     def _file(self, name: str) -> TensorFile:
-        path = Path(name)
-        if not path.is_absolute() and self.save_folder is not None:
-            path = Path(self.save_folder) / path
-        key = str(path)
-        if key not in self._files:
-            self._files[key] = TensorFile(path)
-        return self._files[key]
+        """The open file ``name`` (resolved once: in ``save_folder`` when moved there)."""
+        opened = self._files.get(name)
+        if opened is None:
+            path = Path(name)
+            if self.save_folder is not None and not path.is_file():
+                moved = Path(self.save_folder) / (path.name if path.is_absolute() else path)
+                path = moved if moved.is_file() else path
+            opened = self._files[name] = TensorFile(path)
+        return opened
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key in self.state_dict:
