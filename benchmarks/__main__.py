@@ -29,6 +29,7 @@ BENCHMARKS = {
     "fp8": ("accelerate_fp8",),
     "launch": (),
     "tracking": ("tensorboard",),
+    "big_model_inference": ("accelerate", "transformers"),
 }
 
 
@@ -44,8 +45,14 @@ def _supports_quick(script: Path) -> bool:
     return "--quick" in script.read_text()
 
 
+def _script(name: str) -> Path:
+    """``benchmarks/<name>.py``, or ``benchmarks/<name>/<name>.py`` for a benchmark with files."""
+    single = HERE / f"{name}.py"
+    return single if single.exists() else HERE / name / f"{name}.py"
+
+
 def run_benchmark(name: str, output: Path, quick: bool) -> dict | str:
-    script = HERE / f"{name}.py"
+    script = _script(name)
     command = [sys.executable, str(script), "--output", str(output)]
     if quick and _supports_quick(script):
         command.append("--quick")
@@ -128,10 +135,34 @@ def table(results: dict[str, object]) -> str:
                     f"({tracking['accelerate_core_us']:.0f} vs {tracking['hugging_face_us']:.0f} "
                     f"µs; hand-written SummaryWriter "
                     f"{tracking['hand_written_us']:.0f} µs) | ≤ 1.05 |")  # fmt: skip
+    rows += _big_model_rows(results.get("big_model_inference"))
     for name, value in results.items():
         if isinstance(value, str):
             rows.append(f"| {name} | — | {value.splitlines()[0][:80]} | — |")
     return "\n".join(rows)
+
+
+def _big_model_rows(result: object) -> list[str]:
+    """One row per model and scenario: ours / HF load time, load peak and time per token."""
+    if not isinstance(result, dict):
+        return []
+    rows = []
+    for model, entry in result.get("models", {}).items():
+        for scenario, row in entry["scenarios"].items():
+            ratios = row.get("ratios_ours_over_hf")
+            if not ratios:
+                rows.append(f"| big model {model} {scenario} | — | failed | — |")
+                continue
+            ours, hf = row["ours"], row["hf"]
+            rows.append(
+                f"| big model {model}, {scenario} | ours / HF: load s, load peak MiB, s/token | "
+                f"{ours['load']['seconds']:.2f} / {hf['load']['seconds']:.2f}, "
+                f"{ours['load']['kernel_peak_growth_mib']:.0f} / "
+                f"{hf['load']['kernel_peak_growth_mib']:.0f}, "
+                f"{ours['seconds_per_token']:.3f} / {hf['seconds_per_token']:.3f} | "
+                f"same outputs: {row.get('same_output_as_hf')} |"
+            )
+    return rows
 
 
 def _summary(result: dict) -> str:
