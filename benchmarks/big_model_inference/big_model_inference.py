@@ -117,6 +117,7 @@ def worker(spec: dict) -> dict:
         "seconds_per_token": warm["seconds"] / tokens,
         "first_call_seconds_per_token": first["seconds"] / tokens,
         "run": warm,
+        "rss_growth_after_run_mib": after_run,
         "fingerprint": fingerprint,
     }
 
