@@ -208,12 +208,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        print(json.dumps(worker(json.loads(args.worker))))
+    if args.worker:  # in a fresh process
+        spec = json.loads(args.worker)
+        if "write" in spec:
+            # Its own process: a worker started by a process that once held a whole model would
+            # inherit that peak in its kernel counter (Linux copies ru_maxrss across fork).
+            sys.path.insert(0, str(HERE))
+            import torch
+            from models import write_checkpoint
+
+            print(
+                json.dumps(
+                    write_checkpoint(
+                        spec["write"],
+                        Path(spec["folder"]),
+                        getattr(torch, spec["dtype"]),
+                        spec["shard_bytes"],
+                    )
+                )
+            )
+            return {}
+        print(json.dumps(worker(spec)))
         return {}
     sys.path.insert(0, str(HERE))
     import torch
-    from models import build, no_split, write_checkpoint
+    from models import build, no_split
 
     from accelerate_core.utils import compute_module_sizes, get_max_layer_size
 
@@ -242,9 +261,15 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.models:
             folder = workdir / name
             start = time.perf_counter()
-            checkpoint = write_checkpoint(
-                name, folder, getattr(torch, args.dtype), args.shard_mb * 2**20
-            )
+            writer = {
+                "write": name,
+                "folder": str(folder),
+                "dtype": args.dtype,
+                "shard_bytes": args.shard_mb * 2**20,
+            }
+            checkpoint = run_worker(writer, args.timeout)
+            if "error" in checkpoint:
+                raise RuntimeError(f"writing the {name} checkpoint failed: {checkpoint['error']}")
             checkpoint["write_seconds"] = time.perf_counter() - start
             with torch.device("meta"):
                 meta = build(name).to(getattr(torch, args.dtype))

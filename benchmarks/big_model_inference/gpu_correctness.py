@@ -45,8 +45,15 @@ def tiny_gpt2():
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
-    config = transformers.GPT2Config(n_layer=4, n_embd=64, n_head=4, vocab_size=128,
-                                     n_positions=64, bos_token_id=0, eos_token_id=0)  # fmt: skip
+    config = transformers.GPT2Config(
+        n_layer=4,
+        n_embd=64,
+        n_head=4,
+        vocab_size=128,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     torch.manual_seed(0)
     return transformers.GPT2LMHeadModel(config).eval()
 
@@ -77,40 +84,65 @@ def run(cpu_only: bool, work: Path) -> None:
     ours_memory, hf_memory = get_max_memory(), hf.get_max_memory()
     same_keys = list(ours_memory) == list(hf_memory)
     near = all(abs(ours_memory[k] - hf_memory[k]) <= 0.05 * hf_memory[k] for k in hf_memory)
-    check("get_max_memory: same devices and free memory as HF (5 %)", same_keys and near,
-          ours={str(k): v for k, v in ours_memory.items()},
-          hf={str(k): v for k, v in hf_memory.items()})  # fmt: skip
+    check(
+        "get_max_memory: same devices and free memory as HF (5 %)",
+        same_keys and near,
+        ours={str(k): v for k, v in ours_memory.items()},
+        hf={str(k): v for k, v in hf_memory.items()},
+    )
 
     ids = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(1))
     reference = tiny_decoder().to(device)
     expected = reference(ids.to(device))
     maps = {
         "accelerator only": {"": acc},
-        "accelerator+cpu+disk": {"embed": acc, "blocks.0": acc, "blocks.1": "cpu",
-                                 "blocks.2": "disk", "blocks.3": "cpu", "norm": "disk",
-                                 "head": acc},
-        "cpu+disk (run on the accelerator)": {"embed": "cpu", "blocks": "disk", "norm": "cpu",
-                                              "head": "cpu"},
-    }  # fmt: skip
+        "accelerator+cpu+disk": {
+            "embed": acc,
+            "blocks.0": acc,
+            "blocks.1": "cpu",
+            "blocks.2": "disk",
+            "blocks.3": "cpu",
+            "norm": "disk",
+            "head": acc,
+        },
+        "cpu+disk (run on the accelerator)": {
+            "embed": "cpu",
+            "blocks": "disk",
+            "norm": "cpu",
+            "head": "cpu",
+        },
+    }
     for label, device_map in maps.items():
         main = acc if "(" in label else None
-        model = dispatch_model(tiny_decoder(), device_map, offload_dir=work / f"d-{len(label)}",
-                               main_device=main, force_hooks=True)  # fmt: skip
+        model = dispatch_model(
+            tiny_decoder(),
+            device_map,
+            offload_dir=work / f"d-{len(label)}",
+            main_device=main,
+            force_hooks=True,
+        )
         before = 0 if cpu_only else torch.cuda.memory_allocated(0)
         out = model(ids)  # inputs on the CPU
         kept = 0 if cpu_only else torch.cuda.memory_allocated(0) - before
         ok, difference = close(out, expected)
-        check(f"dispatch {label}: outputs equal the full model, returned on the inputs' device",
-              ok and out.device.type == "cpu", max_difference=difference)  # fmt: skip
+        check(
+            f"dispatch {label}: outputs equal the full model, returned on the inputs' device",
+            ok and out.device.type == "cpu",
+            max_difference=difference,
+        )
         offloaded = [n for n, p in model.named_parameters() if p.device.type == "meta"]
         expect = any(v == "disk" or (v == "cpu" and not cpu_only) for v in device_map.values())
-        check(f"dispatch {label}: offloaded weights released after the forward",
-              bool(offloaded) == expect and kept <= 2**20,
-              offloaded=len(offloaded), accelerator_bytes_kept_after_forward=kept)  # fmt: skip
+        check(
+            f"dispatch {label}: offloaded weights released after the forward",
+            bool(offloaded) == expect and kept <= 2**20,
+            offloaded=len(offloaded),
+            accelerator_bytes_kept_after_forward=kept,
+        )
 
-    for label, apply in (("cpu_offload", lambda m: cpu_offload(m, execution_device=device)),
-                         ("disk_offload", lambda m: disk_offload(m, work / "disk_offload",
-                                                                 execution_device=device))):  # fmt: skip
+    for label, apply in (
+        ("cpu_offload", lambda m: cpu_offload(m, execution_device=device)),
+        ("disk_offload", lambda m: disk_offload(m, work / "disk_offload", execution_device=device)),
+    ):
         model = apply(tiny_decoder())
         ok, difference = close(model(ids.to(device)), expected)
         check(f"{label} on the accelerator equals the full model", ok, max_difference=difference)
@@ -128,14 +160,21 @@ def run(cpu_only: bool, work: Path) -> None:
             model = tiny_gpt2()
         model.tie_weights()
         model = library.load_checkpoint_and_dispatch(
-            model, str(work / "gpt2"), device_map="auto", max_memory=dict(budget),
-            no_split_module_classes=["GPT2Block"], offload_folder=str(work / f"off-{name}"),
-        )  # fmt: skip
+            model,
+            str(work / "gpt2"),
+            device_map="auto",
+            max_memory=dict(budget),
+            no_split_module_classes=["GPT2Block"],
+            offload_folder=str(work / f"off-{name}"),
+        )
         loaded[name] = model
         generated = model.generate(prompt, max_new_tokens=8, do_sample=False)
-        check(f"{name}: gpt2 over {sorted(set(map(str, model.hf_device_map.values())))} "
-              "generates the full model's tokens", torch.equal(generated.cpu(), tokens.cpu()),
-              device_map={k: str(v) for k, v in model.hf_device_map.items()})  # fmt: skip
+        check(
+            f"{name}: gpt2 over {sorted(set(map(str, model.hf_device_map.values())))} "
+            "generates the full model's tokens",
+            torch.equal(generated.cpu(), tokens.cpu()),
+            device_map={k: str(v) for k, v in model.hf_device_map.items()},
+        )
     check("same device map as HF", loaded["ours"].hf_device_map == loaded["hf"].hf_device_map)
     with accelerate_core.init_empty_weights():
         meta = tiny_gpt2()
@@ -162,9 +201,13 @@ def main() -> int:
         except Exception:
             check("script ran to the end", False, error=traceback.format_exc()[-3000:])
     passed = all(c["passed"] for c in CHECKS)
-    report = {"passed": passed, "cpu_only": args.cpu_only, "torch": torch.__version__,
-              "device": None if args.cpu_only else torch.cuda.get_device_name(0),
-              "checks": CHECKS}  # fmt: skip
+    report = {
+        "passed": passed,
+        "cpu_only": args.cpu_only,
+        "torch": torch.__version__,
+        "device": None if args.cpu_only else torch.cuda.get_device_name(0),
+        "checks": CHECKS,
+    }
     (args.out / "gpu_correctness.json").write_text(json.dumps(report, indent=1))
     print(
         f"{sum(c['passed'] for c in CHECKS)} passed, {sum(not c['passed'] for c in CHECKS)} failed"

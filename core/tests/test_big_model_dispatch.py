@@ -11,6 +11,7 @@ from big_models import decoder, gpt2, without_ties
 from accelerate_core import cpu_offload, cpu_offload_with_hook, disk_offload, dispatch_model
 from accelerate_core.errors import ConfigurationError
 from accelerate_core.hooks import (
+    AlignDevicesHook,
     ModelHook,
     SequentialHook,
     add_hook_to_module,
@@ -189,3 +190,22 @@ def test_safetensors_library_reads_our_offload_files(tmp_path):
     offload_state_dict(tmp_path, state)
     for name, tensor in state.items():
         assert torch.equal(load_file(tmp_path / f"{name}.safetensors")[name], tensor)
+
+
+class Devices(torch.nn.Module):
+    """Reports where its inputs arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x, cache=None):
+        return {"x": x.device.type, "cache": cache.device.type}
+
+
+def test_align_devices_hook_moves_inputs_but_skip_keys():
+    module = Devices()
+    add_hook_to_module(module, AlignDevicesHook(execution_device="meta", skip_keys="cache"))
+    assert module(torch.ones(2), cache=torch.ones(2)) == {"x": "meta", "cache": "cpu"}
+    add_hook_to_module(module, AlignDevicesHook(execution_device="meta"))
+    assert module(torch.ones(2), cache=torch.ones(2)) == {"x": "meta", "cache": "meta"}
