@@ -85,6 +85,7 @@ def load(folder: Path, budget: int, library: str) -> None:
     with lib.init_empty_weights():
         model = Decoder(WIDTH, LAYERS, VOCAB)
     model.head.weight = model.embed.weight
+    largest_tensor = max(t.numel() * t.element_size() for t in model.state_dict().values())
     before, peak_before = rss(), kernel_peak()
     sampler = Sampler()
     start = time.perf_counter()
@@ -99,6 +100,8 @@ def load(folder: Path, budget: int, library: str) -> None:
     seconds = time.perf_counter() - start
     sampled = sampler.stop()
     resident = {k: v for k, v in model.hf_device_map.items() if v == "cpu"}
+    tensors = {id(t): t for t in [*model.parameters(), *model.buffers()] if t.device.type == "cpu"}
+    resident_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
     sampler = Sampler()
     with torch.no_grad():
         logits = model(torch.arange(8)[None])
@@ -114,6 +117,8 @@ def load(folder: Path, budget: int, library: str) -> None:
                 "seconds": seconds,
                 "devices": sorted(set(map(str, model.hf_device_map.values()))),
                 "cpu_modules": len(resident),
+                "resident_bytes": resident_bytes,
+                "largest_tensor": largest_tensor,
                 "forward_sampled_peak": forward_peak,
                 "logits_finite": bool(torch.isfinite(logits).all()),
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import accelerate
 import pytest
@@ -16,6 +17,7 @@ import accelerate_core
 from accelerate_core import init_empty_weights, load_checkpoint_and_dispatch
 from accelerate_core.errors import CheckpointError, ConfigurationError
 from accelerate_core.utils import compute_module_sizes, load_checkpoint_in_model
+from accelerate_core.utils.tensor_files import read_header
 
 IDS = torch.tensor([[1, 5, 9, 2, 7, 3], [4, 4, 8, 0, 1, 6]])
 BLOCKS = ["Block"]
@@ -185,6 +187,10 @@ def test_dtype_conversion_on_load(checkpoint, tmp_path, dtype):
 
     weights = OffloadedWeightsLoader(save_folder=tmp_path / "off")
     assert set(index) == {k for k in reference if k.startswith("blocks.")}
+    for entry in index.values():  # written into the offload folder at the new dtype
+        path = Path(entry["safetensors_file"])
+        assert path.parent == (tmp_path / "off").resolve()
+        assert {info.dtype for info in read_header(path)[0].values()} == {target}
     for name in index:
         assert weights[name].dtype == target and torch.equal(weights[name], reference[name])
 

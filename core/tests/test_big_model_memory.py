@@ -43,7 +43,10 @@ def test_loading_1gb_under_a_300mb_budget_stays_under_budget(tmp_path):
     limit = result["rss_before"] + budget + written["largest_shard"]
     # The bound: budget + largest shard, by the kernel's peak and by a sampling thread.
     assert result["kernel_peak"] <= limit and result["sampled_peak"] <= limit, result
-    # Ours holds one tensor at a time, not a shard: the load itself stays within the budget,
-    # and so does a forward that brings the disk blocks in one by one.
-    assert result["kernel_peak"] - max(result["rss_before"], result["kernel_peak_before"]) <= budget
+    # Ours holds one tensor at a time, not a shard: the load grows the process by the weights
+    # kept in CPU memory plus one tensor (and a little slack), and a forward that brings the
+    # disk blocks in one by one stays within the budget.
+    growth = result["kernel_peak"] - max(result["rss_before"], result["kernel_peak_before"])
+    assert growth <= result["resident_bytes"] + result["largest_tensor"] + 32 * MB, result
+    assert growth <= budget
     assert result["forward_sampled_peak"] - result["rss_before"] <= budget, result
