@@ -26,6 +26,7 @@ from .modeling import (
     find_tied_parameters,
     retie_parameters,
     set_module_tensor_to_device,
+    to_torch_device,
 )
 from .offload import load_offloaded_weight, offload_weight, save_offload_index
 from .tensor_files import TensorFile
@@ -51,8 +52,6 @@ def load_state_dict(
         devices = {str(v) for v in (device_map or {}).values()} - {"disk"}
         device = devices.pop() if len(devices) == 1 else "cpu"
         if device.isdigit():
-            from .modeling import to_torch_device
-
             device = str(to_torch_device(int(device)))
         return load_file(checkpoint_file, device=device)
     return torch.load(checkpoint_file, map_location="cpu", weights_only=True)
