@@ -178,6 +178,19 @@ def _summary(result: dict) -> str:
     return "model state vs stage 0: " + ", ".join(parts) if parts else "recorded"
 
 
+def _with_previous(results: dict[str, object]) -> dict[str, object]:
+    """``results`` completed, in suite order, with the last figures of benchmarks not run now."""
+    merged: dict[str, object] = {}
+    for name in [*BENCHMARKS, "memory_plot"]:
+        if name in results:
+            merged[name] = results[name]
+        elif name == "memory_plot" and (RESULTS / "memory_tracker.png").exists():
+            merged[name] = "`benchmarks/results/memory_tracker.png`"
+        elif (RESULTS / f"{name}.json").exists():
+            merged[name] = json.loads((RESULTS / f"{name}.json").read_text())
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
@@ -208,10 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     markdown = table(results)
     print("\n" + markdown)
     if not args.quick:
+        # With --only, the other rows keep the figures of their last full run.
         (RESULTS / "README.md").write_text(
             "# Benchmark results\n\nWritten by `python -m benchmarks` on a 2-core CPU machine "
             "(figures from a GPU run, when one was lent, are in the files named after the "
-            "device).\n\n" + markdown + "\n"
+            "device).\n\n" + table(_with_previous(results)) + "\n"
         )
     if temporary:
         temporary.cleanup()
