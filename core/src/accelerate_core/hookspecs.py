@@ -30,6 +30,7 @@ from .specs import (
     BackendSpec,
     DeviceSpec,
     EnvironmentInfo,
+    LaunchAlias,
     LaunchOption,
     PluginContext,
     PrecisionSpec,
@@ -321,4 +322,20 @@ def accelerate_core_launch_options() -> list[LaunchOption]:
     is an error. Name options after the backend (``ddp-find-unused-parameters``): a name offered
     twice, or one that shadows a core option, is a ``PluginConflictError`` naming both
     distributions. The backend's own hooks still validate the values (unknown keys, choices).
+    """
+
+
+@hookspec
+def accelerate_core_launch_aliases() -> list[LaunchAlias]:
+    """Return Hugging Face Accelerate's launch flags and config keys this plugin gives meaning to.
+
+    Called on every plugin, like ``accelerate_core_launch_options``, when a launch command builds
+    its parser or reads a config file; must be cheap. Each ``LaunchAlias`` record becomes a
+    command-line flag of ``accel launch`` (``--use_fsdp``) and a key an HF config file may hold
+    (``fsdp_config: {fsdp_offload_params: true}`` is read as ``fsdp_offload_params``); its
+    ``translate`` turns the value into settings of ``accel launch`` options, or raises a
+    ``ConfigurationError`` naming what to use instead. A backend maps the names that concern it
+    (``use_fsdp``, ``fsdp_*``; ``use_deepspeed``, ``zero3_*``...); the core maps the general ones.
+    A name offered twice, or one that is also an option's name, is a ``PluginConflictError``.
+    Two names that set one option to different values are an error naming both.
     """

@@ -21,8 +21,8 @@ import pluggy
 from . import hookspecs
 from .builtin import BUILTIN_PLUGINS, defaults
 from .errors import PluginConflictError, PluginError, PluginNotInstalledError
-from .launch_options import CORE_OPTIONS, OPTION_TYPES
-from .specs import BackendSpec, DeviceSpec, LaunchOption, PrecisionSpec
+from .launch_options import ALIAS_TYPES, CORE_OPTIONS, OPTION_TYPES
+from .specs import BackendSpec, DeviceSpec, LaunchAlias, LaunchOption, PrecisionSpec
 from .version import __version__
 
 ENTRY_POINT_GROUP = "accelerate_core"
@@ -343,6 +343,32 @@ class PluginManager:
         return options
 
 
+    def launch_aliases(self, options: Sequence[LaunchOption] | None = None) -> list[LaunchAlias]:
+        """Every plugin's ``LaunchAlias`` records (HF's spellings), checked for clashes."""
+        options = self.launch_options() if options is None else options
+        owners = {o.dest: CORE_DISTRIBUTION for o in options}
+        owners.update({"config_file": CORE_DISTRIBUTION, "dry_run": CORE_DISTRIBUTION})
+        owners.update(dict.fromkeys(("module", "script", "script_args", "help"), CORE_DISTRIBUTION))
+        aliases = []
+        for impl in self.pm.hook.accelerate_core_launch_aliases.get_hookimpls():
+            dist = self.distribution_of(impl.plugin)
+            for alias in impl.function() or ():
+                if not isinstance(alias, LaunchAlias) or alias.type not in ALIAS_TYPES:
+                    raise PluginConflictError(
+                        f"plugin {self.pm.get_name(impl.plugin)!r} ({dist}) returned {alias!r} "
+                        "from accelerate_core_launch_aliases; expected LaunchAlias records "
+                        f"with a type among {', '.join(ALIAS_TYPES)}"
+                    )
+                if alias.name in owners:
+                    raise PluginConflictError(
+                        f"launch flag '--{alias.name}' is offered by both {owners[alias.name]} "
+                        f"and {dist}; uninstall one of them"
+                    )
+                owners[alias.name] = dist
+                aliases.append(alias)
+        return sorted(aliases, key=lambda a: a.name)
+
+
 def _hook_mismatch(record: EntryPointRecord, exc: Exception) -> str:
     """Why a plugin whose hooks take arguments this core's hookspecs lack is skipped."""
     details = " ".join(str(exc).split())
@@ -382,3 +408,8 @@ def reset_plugin_manager() -> None:
 def collect_launch_options(manager: PluginManager | None = None) -> list[LaunchOption]:
     """The launch options of the core and every installed plugin (``accel launch --help``)."""
     return (manager or get_plugin_manager()).launch_options()
+
+
+def collect_launch_aliases(manager: PluginManager | None = None) -> list[LaunchAlias]:
+    """Hugging Face Accelerate's flag and config-key spellings every installed plugin maps."""
+    return (manager or get_plugin_manager()).launch_aliases()

@@ -6,6 +6,7 @@ any plugin code. Behaviour is asked for later, once, through the family hooks of
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,3 +199,39 @@ class LaunchOption:
         if target is not None and name.startswith(target[1] + "-"):
             name = name[len(target[1]) + 1 :]
         return name.replace("-", "_")
+
+
+@dataclass(frozen=True)
+class LaunchAlias:
+    """Another launcher's spelling of launch settings, mapped onto this project's options.
+
+    Hugging Face Accelerate users bring ``accelerate launch`` flags and ``accelerate config``
+    files; each of HF's names is a record like this one, returned by the plugin that owns what it
+    means (``accelerate_core_launch_aliases``), so no flag is ever silently dropped: it is
+    translated, or refused with a message naming what to use instead.
+
+    Attributes:
+        name: HF's spelling with underscores, without dashes (``"use_fsdp"``): the command line
+            accepts ``--name`` and ``--name-with-dashes``; an HF config file uses it as a key.
+        help: one line for ``--help``: what the flag becomes here.
+        type: how its value is read: ``"flag"`` (no value on the command line; true/false in a
+            file), ``"bool"`` (true/false, yes/no, 1/0), ``"int"``, ``"float"`` or ``"str"``.
+        translate: ``translate(value, given) -> {option key: value}``, the settings it gives
+            (keys are config-file keys of ``accel launch`` options). ``given`` maps every HF name
+            of the same launch to its value, for names whose meaning depends on others. Raise
+            ``ConfigurationError`` for a value that cannot be honoured, naming what to use.
+            ``None``: the name is always refused with ``instead``.
+        instead: for a refused name, what to use instead (completes "is not supported: ...").
+        command_line: False for names that exist only as config-file keys (``distributed_type``).
+        short: an extra one-letter command-line spelling (``"-t"``), as HF has for a few flags.
+    """
+
+    name: str
+    help: str = ""
+    type: str = "str"
+    translate: Callable[[Any, Mapping[str, Any]], Mapping[str, Any]] | None = field(
+        default=None, compare=False
+    )
+    instead: str = ""
+    command_line: bool = True
+    short: str | None = None

@@ -22,19 +22,23 @@ from ..errors import AccelerateCoreError, ConfigurationError
 from ..launch_options import CONFIG_FILE_ENV, coerce
 from ..launch_settings import default_num_processes, resolve_launch_config
 from ..plugins import get_plugin_manager
-from ..specs import LaunchOption
+from ..specs import LaunchAlias, LaunchOption
 from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 from .launch import describe
 
 
-def register(commands: Any, options: Sequence[LaunchOption]) -> None:
+def register(
+    commands: Any, options: Sequence[LaunchOption], aliases: Sequence[LaunchAlias] = ()
+) -> None:
     parser = commands.add_parser(
         "config",
         help="write, show or reset the launch config file",
         description=__doc__.split("\n\n")[0],
     )
     _file_argument(parser)
-    parser.set_defaults(run=run_questionnaire, launch_options=list(options))
+    parser.set_defaults(
+        run=run_questionnaire, launch_options=list(options), launch_aliases=list(aliases)
+    )
     sub = parser.add_subparsers(dest="config_command", metavar="{default,show}")
     default = sub.add_parser("default", help="write this machine's defaults without questions")
     _file_argument(default)

@@ -23,7 +23,7 @@ from ..errors import AccelerateCoreError, ConfigurationError
 from ..launch_settings import LaunchConfig, resolve_launch_config
 from ..launchers import describe_failure, launch_environment
 from ..plugins import get_plugin_manager
-from ..specs import LaunchOption
+from ..specs import LaunchAlias, LaunchOption
 from ..state import select_precision
 from .worker import run_target
 
@@ -49,6 +49,10 @@ def _json_value(text: str) -> Any:
 _TYPES = {"int": int, "float": float, "str": str, "json": _json_value}
 
 
+# One-letter spellings Hugging Face Accelerate has for an option of ours.
+SHORT_SPELLINGS = {"tee": "-t"}
+
+
 def add_option(group: Any, option: LaunchOption) -> None:
     """One ``LaunchOption`` as an argparse option (dash and underscore spellings)."""
     kwargs: dict[str, Any] = {"dest": option.dest, "default": None, "help": option.help}
@@ -59,10 +63,28 @@ def add_option(group: Any, option: LaunchOption) -> None:
         kwargs["metavar"] = option.dest.upper()
         if option.choices is not None:
             kwargs["choices"] = option.choices
-    group.add_argument(*_spellings(option.name), **kwargs)
+    short = [SHORT_SPELLINGS[option.dest]] if option.dest in SHORT_SPELLINGS else []
+    group.add_argument(*short, *_spellings(option.name), **kwargs)
 
 
-def add_launch_arguments(parser: argparse.ArgumentParser, options: Sequence[LaunchOption]) -> None:
+def add_alias(group: Any, alias: LaunchAlias) -> None:
+    """One of Hugging Face Accelerate's flags; its value is read and translated at resolve."""
+    spellings = [*([alias.short] if alias.short else []), f"--{alias.name}"]
+    if "_" in alias.name:
+        spellings.append(f"--{alias.name.replace('_', '-')}")
+    kwargs: dict[str, Any] = {"dest": alias.name, "default": None, "help": alias.help}
+    if alias.type == "flag":
+        kwargs.update(action="store_const", const=True)
+    else:
+        kwargs["metavar"] = alias.type.upper()
+    group.add_argument(*spellings, **kwargs)
+
+
+def add_launch_arguments(
+    parser: argparse.ArgumentParser,
+    options: Sequence[LaunchOption],
+    aliases: Sequence[LaunchAlias] = (),
+) -> None:
     """The options shared by ``accel launch`` and ``accel test``."""
     core = parser.add_argument_group("launch options (each also a config-file key)")
     core.add_argument(
@@ -84,17 +106,27 @@ def add_launch_arguments(parser: argparse.ArgumentParser, options: Sequence[Laun
         if target not in groups:
             groups[target] = parser.add_argument_group(f"options of {target[0]} '{target[1]}'")
         add_option(groups[target], option)
-    parser.set_defaults(launch_options=list(options))
+    on_command_line = [a for a in aliases if a.command_line]
+    if on_command_line:
+        hf = parser.add_argument_group(
+            "Hugging Face Accelerate's flags (each translated into the options above, or refused "
+            "naming what to use instead)"
+        )
+        for alias in on_command_line:
+            add_alias(hf, alias)
+    parser.set_defaults(launch_options=list(options), launch_aliases=list(aliases))
 
 
-def register(commands: Any, options: Sequence[LaunchOption]) -> None:
+def register(
+    commands: Any, options: Sequence[LaunchOption], aliases: Sequence[LaunchAlias] = ()
+) -> None:
     parser = commands.add_parser(
         "launch",
         help="run a training script on one or several processes/machines",
         description=__doc__.split("\n\n")[0],
         allow_abbrev=False,
     )
-    add_launch_arguments(parser, options)
+    add_launch_arguments(parser, options, aliases)
     parser.add_argument(
         "-m", "--module", action="store_true", help="run SCRIPT as a module, like python -m"
     )
@@ -106,8 +138,12 @@ def register(commands: Any, options: Sequence[LaunchOption]) -> None:
 def resolve(args: argparse.Namespace) -> LaunchConfig:
     """The launch configuration from parsed arguments, the config file and the defaults."""
     options: list[LaunchOption] = args.launch_options
+    aliases: list[LaunchAlias] = getattr(args, "launch_aliases", [])
     command_line = {o.dest: getattr(args, o.dest, None) for o in options}
-    config = resolve_launch_config(command_line, config_file_to_read(args.config_file), options)
+    command_line.update({a.name: getattr(args, a.name, None) for a in aliases if a.command_line})
+    config = resolve_launch_config(
+        command_line, config_file_to_read(args.config_file), options, aliases
+    )
     _check_installed(config)
     return config
 
@@ -132,7 +168,14 @@ def _check_installed(config: LaunchConfig) -> None:
 
 
 def uses_torchrun(config: LaunchConfig) -> bool:
-    return config.num_processes > 1 or config.num_machines > 1 or config.max_restarts > 0
+    """Several processes, restarts or torchrun's log files need torchrun; one process does not."""
+    return (
+        config.num_processes > 1
+        or config.num_machines > 1
+        or config.max_restarts > 0
+        or config.log_dir is not None
+        or config.tee is not None
+    )
 
 
 def torchrun_arguments(
@@ -144,6 +187,12 @@ def torchrun_arguments(
         f"--nproc-per-node={config.processes_per_machine}",
         f"--max-restarts={config.max_restarts}",
     ]
+    if config.monitor_interval is not None:
+        arguments.append(f"--monitor-interval={config.monitor_interval}")
+    if config.log_dir is not None:
+        arguments.append(f"--log-dir={config.log_dir}")
+    if config.tee is not None:
+        arguments.append(f"--tee={config.tee}")
     if config.num_machines == 1 and config.main_process_port is None:
         arguments.append("--standalone")  # a free port on this machine, chosen by torch
     else:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import AccelerateCoreError
 from ..launch_options import CORE_OPTIONS
-from ..plugins import collect_launch_options
+from ..plugins import collect_launch_aliases, collect_launch_options
 from ..version import __version__
 from . import config, env, launch, memory, test_command
 
@@ -28,7 +28,9 @@ def _command(argv: Sequence[str]) -> str | None:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     argv = sys.argv[1:] if argv is None else argv
-    options = collect_launch_options() if _command(argv) in LAUNCH_COMMANDS else list(CORE_OPTIONS)
+    launching = _command(argv) in LAUNCH_COMMANDS
+    options = collect_launch_options() if launching else list(CORE_OPTIONS)
+    aliases = collect_launch_aliases() if launching else []
     parser = argparse.ArgumentParser(
         prog="accel", description="accelerate-core: run one training script anywhere."
     )
@@ -36,9 +38,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     env.register(commands)
     memory.register(commands)
-    launch.register(commands, options)
-    config.register(commands, options)
-    test_command.register(commands, options)
+    launch.register(commands, options, aliases)
+    config.register(commands, options, aliases)
+    test_command.register(commands, options, aliases)
     return parser
 
 
