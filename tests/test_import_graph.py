@@ -32,10 +32,10 @@ for layer, modules in enumerate(
     [
         # records and primitives: no behaviour of the plugin system
         "errors specs version launch_options option_checks kwargs_handlers gradient_state ops "
-        "memory checkpoint_io",
+        "memory checkpoint_io launch_aliases",
         "hookspecs",
         "builtin builtin.defaults builtin.devices builtin.environments builtin.precisions "
-        "builtin.single_process",
+        "builtin.single_process builtin.hf_launch",
         "plugins",
         # settings / state / data / collectives
         "process_settings config_files launch_settings state collectives samplers data seeding "

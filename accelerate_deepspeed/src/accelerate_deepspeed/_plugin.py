@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core import BackendSpec, LaunchOption, hookimpl
+from accelerate_core import BackendSpec, LaunchAlias, LaunchOption, hookimpl
 
 NAME = "deepspeed"
 
@@ -110,3 +110,11 @@ def accelerate_core_launch_options() -> list[LaunchOption]:
     from .options import launch_options
 
     return launch_options()
+
+
+@hookimpl
+def accelerate_core_launch_aliases() -> list[LaunchAlias]:
+    """Hugging Face Accelerate's ``--use_deepspeed`` flags and ``deepspeed_config`` keys."""
+    from .hf_aliases import aliases
+
+    return aliases()

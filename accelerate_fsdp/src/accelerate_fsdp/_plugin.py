@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core import BackendSpec, LaunchOption, hookimpl
+from accelerate_core import BackendSpec, LaunchAlias, LaunchOption, hookimpl
 
 NAME = "fsdp"
 
@@ -101,3 +101,11 @@ def accelerate_core_launch_options() -> list[LaunchOption]:
         )
         for flag in LAUNCH_OPTIONS
     ]
+
+
+@hookimpl
+def accelerate_core_launch_aliases() -> list[LaunchAlias]:
+    """Hugging Face Accelerate's ``--use_fsdp`` / ``--fsdp_*`` flags and ``fsdp_config`` keys."""
+    from .hf_aliases import aliases
+
+    return aliases()

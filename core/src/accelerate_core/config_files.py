@@ -73,8 +73,9 @@ def load_config_file(
             f"{', '.join(sorted(by_key))} (installed plugins add their own), and the Hugging "
             "Face Accelerate keys installed plugins map (accel launch --help lists them)"
         )
-    values = {k: v for k, v in flat.items() if k in by_key and v is not None}
+    # A key that is both an option and an HF name is read as HF's (its translation takes both).
     given = {k: v for k, v in flat.items() if k in alias_names}
+    values = {k: v for k, v in flat.items() if k in by_key and k not in given and v is not None}
     where = f"config file {path}"
     translated, origin = translate_aliases(given, aliases, where, context=values)
     values = merge_translated(values, translated, origin, options, where)

@@ -336,6 +336,8 @@ def accelerate_core_launch_aliases() -> list[LaunchAlias]:
     ``translate`` turns the value into settings of ``accel launch`` options, or raises a
     ``ConfigurationError`` naming what to use instead. A backend maps the names that concern it
     (``use_fsdp``, ``fsdp_*``; ``use_deepspeed``, ``zero3_*``...); the core maps the general ones.
-    A name offered twice, or one that is also an option's name, is a ``PluginConflictError``.
+    A name offered twice, or one that is another plugin's option, is a ``PluginConflictError``;
+    a name that is one of the plugin's own options (HF's ``fsdp_state_dict_type``) takes over its
+    underscore spelling and config key, and its ``translate`` accepts both vocabularies.
     Two names that set one option to different values are an error naming both.
     """

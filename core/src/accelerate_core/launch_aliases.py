@@ -73,7 +73,9 @@ def distributed_type_names(value: Any, what: str) -> tuple[str, ...]:
     if text.startswith("MULTI_") and text.removeprefix("MULTI_") in MULTI_DEVICE_TYPES:
         return ("multi_gpu",)
     valid = sorted({*DISTRIBUTED_TYPE_FLAGS, *(f"MULTI_{t}" for t in MULTI_DEVICE_TYPES)})
-    raise ConfigurationError(f"{what}: unknown distributed_type {value!r}; valid: {', '.join(valid)}")
+    raise ConfigurationError(
+        f"{what}: unknown distributed_type {value!r}; valid: {', '.join(valid)}"
+    )
 
 
 def flatten_hf_config(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,7 +171,9 @@ def sets(key: str, convert: Callable[[Any], Any] | None = None) -> Translate:
     return translate
 
 
-def accepts(allowed: Iterable[Any], instead: str, gives: Mapping[str, Any] | None = None) -> Translate:
+def accepts(
+    allowed: Iterable[Any], instead: str, gives: Mapping[str, Any] | None = None
+) -> Translate:
     """A translation that accepts only ``allowed`` values (compared case-insensitively for text),
     which give ``gives``, and refuses every other value with ``instead``."""
     normalised = {_norm(v) for v in allowed}

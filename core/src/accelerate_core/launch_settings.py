@@ -123,15 +123,16 @@ def resolve_launch_config(
     config_file: Path | None,
     options: list[LaunchOption],
     aliases: list[LaunchAlias] | None = None,
+    hf_flags: Mapping[str, Any] | None = None,
 ) -> LaunchConfig:
     """Merge command line > config file > defaults and check the result.
 
-    ``command_line`` holds option values by key and Hugging Face flag values by HF name
-    (``use_fsdp``); the latter are translated by their ``LaunchAlias`` records (default: every
-    installed plugin's), and so are the HF keys of the config file.
+    ``command_line`` holds option values by key, ``hf_flags`` the values of Hugging Face's flags
+    by HF name (``use_fsdp``); those are translated by their ``LaunchAlias`` records (default:
+    every installed plugin's), and so are the HF keys of the config file.
     """
     aliases = collect_launch_aliases() if aliases is None else aliases
-    command_line = _translate_command_line(command_line, options, aliases)
+    command_line = _translate_command_line(command_line, hf_flags or {}, options, aliases)
     from_file = load_config_file(config_file, options, aliases) if config_file is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -161,13 +162,14 @@ def resolve_launch_config(
 
 
 def _translate_command_line(
-    command_line: Mapping[str, Any], options: list[LaunchOption], aliases: list[LaunchAlias]
+    command_line: Mapping[str, Any],
+    hf_flags: Mapping[str, Any],
+    options: list[LaunchOption],
+    aliases: list[LaunchAlias],
 ) -> dict[str, Any]:
     """Option values with those of HF's flags merged in; a flag contradicting an option raises."""
-    names = {a.name for a in aliases}
-    given = {k: v for k, v in command_line.items() if k in names and v is not None}
-    values = {k: v for k, v in command_line.items() if k not in names and v is not None}
-    translated, origin = translate_aliases(given, aliases, COMMAND_LINE, context=values)
+    values = {k: v for k, v in command_line.items() if v is not None}
+    translated, origin = translate_aliases(hf_flags, aliases, COMMAND_LINE, context=values)
     return merge_translated(values, translated, origin, options, COMMAND_LINE)
 
 

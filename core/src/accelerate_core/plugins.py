@@ -315,6 +315,14 @@ class PluginManager:
     def failed_entry_points(self) -> Iterable[EntryPointRecord]:
         return [r for r in self.entry_points if r.exception is not None]
 
+    def _option_distribution(self, option: LaunchOption) -> str:
+        """The distribution of the plugin that offers ``option`` (the core for its own)."""
+        if option.target is None:
+            return CORE_DISTRIBUTION
+        kind, name = option.target
+        registered = self.registry(strict=False)[kind].get(name)
+        return registered.distribution if registered is not None else "unknown distribution"
+
     def launch_options(self) -> list[LaunchOption]:
         """The core's launch options followed by every plugin's, checked for clashes."""
         options = list(CORE_OPTIONS)
@@ -342,13 +350,15 @@ class PluginManager:
                 options.append(option)
         return options
 
-
     def launch_aliases(self, options: Sequence[LaunchOption] | None = None) -> list[LaunchAlias]:
         """Every plugin's ``LaunchAlias`` records (HF's spellings), checked for clashes."""
         options = self.launch_options() if options is None else options
-        owners = {o.dest: CORE_DISTRIBUTION for o in options}
-        owners.update({"config_file": CORE_DISTRIBUTION, "dry_run": CORE_DISTRIBUTION})
-        owners.update(dict.fromkeys(("module", "script", "script_args", "help"), CORE_DISTRIBUTION))
+        # An alias may share its name with an option of its own plugin: HF's spelling of that
+        # option, whose translation accepts HF's values as well as the option's.
+        option_owner = {o.dest: self._option_distribution(o) for o in options}
+        owners: dict[str, str] = {}
+        reserved = ("config_file", "dry_run", "module", "script", "script_args", "help")
+        owners.update(dict.fromkeys(reserved, CORE_DISTRIBUTION))
         aliases = []
         for impl in self.pm.hook.accelerate_core_launch_aliases.get_hookimpls():
             dist = self.distribution_of(impl.plugin)
@@ -359,6 +369,8 @@ class PluginManager:
                         "from accelerate_core_launch_aliases; expected LaunchAlias records "
                         f"with a type among {', '.join(ALIAS_TYPES)}"
                     )
+                if alias.name in option_owner and option_owner[alias.name] != dist:
+                    owners.setdefault(alias.name, option_owner[alias.name])
                 if alias.name in owners:
                     raise PluginConflictError(
                         f"launch flag '--{alias.name}' is offered by both {owners[alias.name]} "

@@ -25,16 +25,38 @@ NO_DYNAMO = (
     "the script before accelerator.prepare"
 )
 # Megatron-LM's launch flags in HF Accelerate 1.15 (all refused).
-MEGATRON_FLAGS = (
-    "tp_degree use_custom_fsdp no_load_optim eod_mask_loss overlap_cpu_optimizer_d2h_h2d "
-    "no_save_optim optimizer_cpu_offload use_precision_aware_optimizer "
-    "decoder_last_pipeline_num_layers pp_degree num_micro_batches sequence_parallelism "
-    "recompute_activations use_distributed_optimizer gradient_clipping recompute_granularity "
-    "recompute_method recompute_num_layers attention_backend expert_model_parallel_size "
-    "context_parallel_size attention_dropout hidden_dropout attention_softmax_in_fp32 "
-    "expert_tensor_parallel_size calculate_per_token_loss use_rotary_position_embeddings "
-    "gradient_accumulation_fusion num_layers_per_virtual_pipeline_stage other_megatron_args"
-).split()
+MEGATRON_FLAGS = [
+    "tp_degree",
+    "use_custom_fsdp",
+    "no_load_optim",
+    "eod_mask_loss",
+    "overlap_cpu_optimizer_d2h_h2d",
+    "no_save_optim",
+    "optimizer_cpu_offload",
+    "use_precision_aware_optimizer",
+    "decoder_last_pipeline_num_layers",
+    "pp_degree",
+    "num_micro_batches",
+    "sequence_parallelism",
+    "recompute_activations",
+    "use_distributed_optimizer",
+    "gradient_clipping",
+    "recompute_granularity",
+    "recompute_method",
+    "recompute_num_layers",
+    "attention_backend",
+    "expert_model_parallel_size",
+    "context_parallel_size",
+    "attention_dropout",
+    "hidden_dropout",
+    "attention_softmax_in_fp32",
+    "expert_tensor_parallel_size",
+    "calculate_per_token_loss",
+    "use_rotary_position_embeddings",
+    "gradient_accumulation_fusion",
+    "num_layers_per_virtual_pipeline_stage",
+    "other_megatron_args",
+]
 # Sequence parallelism (DeepSpeed ALST/Ulysses) of HF's ParallelismConfig (all refused).
 SEQUENCE_PARALLEL_FLAGS = (
     "sp_size",

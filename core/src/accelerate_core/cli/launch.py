@@ -53,7 +53,10 @@ _TYPES = {"int": int, "float": float, "str": str, "json": _json_value}
 SHORT_SPELLINGS = {"tee": "-t"}
 
 
-def add_option(group: Any, option: LaunchOption) -> None:
+ALIAS_DEST = "hf:"  # argparse destination prefix of Hugging Face's flags
+
+
+def add_option(group: Any, option: LaunchOption, underscore: bool = True) -> None:
     """One ``LaunchOption`` as an argparse option (dash and underscore spellings)."""
     kwargs: dict[str, Any] = {"dest": option.dest, "default": None, "help": option.help}
     if option.type == "bool":
@@ -64,15 +67,19 @@ def add_option(group: Any, option: LaunchOption) -> None:
         if option.choices is not None:
             kwargs["choices"] = option.choices
     short = [SHORT_SPELLINGS[option.dest]] if option.dest in SHORT_SPELLINGS else []
-    group.add_argument(*short, *_spellings(option.name), **kwargs)
+    spellings = _spellings(option.name) if underscore else [f"--{option.name}"]
+    group.add_argument(*short, *spellings, **kwargs)
 
 
-def add_alias(group: Any, alias: LaunchAlias) -> None:
-    """One of Hugging Face Accelerate's flags; its value is read and translated at resolve."""
+def add_alias(group: Any, alias: LaunchAlias, taken: set[str]) -> None:
+    """One of Hugging Face Accelerate's flags; its value is read and translated at resolve.
+
+    Its dash spelling is left out when it is an option's flag (HF's name of that option)."""
     spellings = [*([alias.short] if alias.short else []), f"--{alias.name}"]
-    if "_" in alias.name:
-        spellings.append(f"--{alias.name.replace('_', '-')}")
-    kwargs: dict[str, Any] = {"dest": alias.name, "default": None, "help": alias.help}
+    dashed = f"--{alias.name.replace('_', '-')}"
+    if "_" in alias.name and dashed not in taken:
+        spellings.append(dashed)
+    kwargs: dict[str, Any] = {"dest": ALIAS_DEST + alias.name, "default": None, "help": alias.help}
     if alias.type == "flag":
         kwargs.update(action="store_const", const=True)
     else:
@@ -101,20 +108,65 @@ def add_launch_arguments(
         help="print the resolved configuration and the exact command; run nothing",
     )
     groups: dict[tuple[str, str] | None, Any] = {None: core}
+    on_command_line = [a for a in aliases if a.command_line]
+    hf_names = {a.name for a in on_command_line}
+    taken: set[str] = set()
     for option in options:
         target = option.target
         if target not in groups:
             groups[target] = parser.add_argument_group(f"options of {target[0]} '{target[1]}'")
-        add_option(groups[target], option)
-    on_command_line = [a for a in aliases if a.command_line]
+        add_option(groups[target], option, underscore=option.dest not in hf_names)
+        taken.add(f"--{option.name}")
     if on_command_line:
         hf = parser.add_argument_group(
             "Hugging Face Accelerate's flags (each translated into the options above, or refused "
             "naming what to use instead)"
         )
         for alias in on_command_line:
-            add_alias(hf, alias)
+            add_alias(hf, alias, taken)
     parser.set_defaults(launch_options=list(options), launch_aliases=list(aliases))
+
+
+BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def bool_values_as_flags(
+    argv: Sequence[str], options: Sequence[LaunchOption], aliases: Sequence[LaunchAlias] = ()
+) -> list[str]:
+    """``--fsdp-cpu-offload false`` (how HF's users pass booleans) as ``--no-fsdp-cpu-offload``.
+
+    A yes/no option is a flag here; without this, the word after it would be taken for the
+    script. Only the launch's own arguments are read: scanning stops at the script.
+    """
+    flags: dict[str, str] = {}
+    valued: set[str] = {"--config-file", "--config_file"}
+    for option in options:
+        for spelling in _spellings(option.name):
+            if option.type == "bool":
+                flags[spelling] = option.name
+            else:
+                valued.add(spelling)
+    for alias in aliases:
+        if alias.type != "flag":
+            valued.update({f"--{alias.name}", f"--{alias.name.replace('_', '-')}"})
+    out = list(argv[:1])  # the command
+    i = 1
+    while i < len(argv):
+        token = argv[i]
+        if token == "--" or not token.startswith("-"):
+            return out + list(argv[i:])  # the script and its arguments: untouched
+        name, eq, inline = token.partition("=")
+        word = inline if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if name in flags and word.lower() in BOOL_WORDS:
+            out.append(f"--{'' if BOOL_WORDS[word.lower()] else 'no-'}{flags[name]}")
+            i += 1 if eq else 2
+        elif token in valued:
+            out.extend(argv[i : i + 2])
+            i += 2
+        else:
+            out.append(token)
+            i += 1
+    return out
 
 
 def register(
@@ -140,9 +192,13 @@ def resolve(args: argparse.Namespace) -> LaunchConfig:
     options: list[LaunchOption] = args.launch_options
     aliases: list[LaunchAlias] = getattr(args, "launch_aliases", [])
     command_line = {o.dest: getattr(args, o.dest, None) for o in options}
-    command_line.update({a.name: getattr(args, a.name, None) for a in aliases if a.command_line})
+    hf_flags = {a.name: getattr(args, ALIAS_DEST + a.name, None) for a in aliases}
     config = resolve_launch_config(
-        command_line, config_file_to_read(args.config_file), options, aliases
+        command_line,
+        config_file_to_read(args.config_file),
+        options,
+        aliases,
+        {k: v for k, v in hf_flags.items() if v is not None},
     )
     _check_installed(config)
     return config

@@ -41,6 +41,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     launch.register(commands, options, aliases)
     config.register(commands, options, aliases)
     test_command.register(commands, options, aliases)
+    parser.launch_inputs = (options, aliases)  # type: ignore[attr-defined]
     return parser
 
 
@@ -51,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AccelerateCoreError as exc:  # two plugins offering the same launch option
         print(f"accel: error: {exc}", file=sys.stderr)
         return 2
+    command = _command(argv)
+    if command in ("launch", "test"):  # `--flag false` for yes/no options, as HF's users write
+        at = argv.index(command)
+        options, aliases = parser.launch_inputs  # type: ignore[attr-defined]
+        argv = argv[:at] + launch.bool_values_as_flags(argv[at:], options, aliases)
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
