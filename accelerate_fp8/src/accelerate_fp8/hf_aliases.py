@@ -97,6 +97,6 @@ def aliases() -> list[LaunchAlias]:
             f"--fp8-recipe field {FIELDS.get(name, '(checked)')}",
             kinds.get(name, "str"),
             _translate,
-        )  # fmt: skip
+        )
         for name in names
     ]

@@ -1,4 +1,4 @@
-"""Hugging Face Accelerate's launch flags and config keys, translated into ``accel launch`` settings.
+"""Hugging Face Accelerate's launch flags and config keys, as ``accel launch`` settings.
 
 Plugins return ``LaunchAlias`` records (``accelerate_core_launch_aliases``): the core maps HF's
 general names (``--multi_gpu``, ``--tee``, ``distributed_type``...), each backend the names that
