@@ -140,8 +140,11 @@ def bool_values_as_flags(
     """
     flags: dict[str, str] = {}
     valued: set[str] = {"--config-file", "--config_file"}
+    hf_spellings = {f"--{a.name}" for a in aliases}  # HF's spelling of an option is the alias
     for option in options:
         for spelling in _spellings(option.name):
+            if spelling in hf_spellings:
+                continue
             if option.type == "bool":
                 flags[spelling] = option.name
             else:

@@ -45,6 +45,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``--flag false`` after a yes/no launch option (as HF's users write it)
+    becomes ``--no-flag`` first."""
+    argv = list(argv)
+    command = _command(argv)
+    if command in ("launch", "test"):
+        at = argv.index(command)
+        options, aliases = parser.launch_inputs  # type: ignore[attr-defined]
+        argv = argv[:at] + launch.bool_values_as_flags(argv[at:], options, aliases)
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -52,12 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AccelerateCoreError as exc:  # two plugins offering the same launch option
         print(f"accel: error: {exc}", file=sys.stderr)
         return 2
-    command = _command(argv)
-    if command in ("launch", "test"):  # `--flag false` for yes/no options, as HF's users write
-        at = argv.index(command)
-        options, aliases = parser.launch_inputs  # type: ignore[attr-defined]
-        argv = argv[:at] + launch.bool_values_as_flags(argv[at:], options, aliases)
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
