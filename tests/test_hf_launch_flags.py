@@ -248,7 +248,7 @@ TABLE: dict[str, tuple[list[str], dict[str, Any] | str]] = {
     },
     "--fp8_backend": (
         ["--mixed_precision", "fp8", "--fp8_backend", "te"],
-        {"fp8_recipe": {"backend": "te"}},
+        {"fp8_recipe": {"backend": "te", "amax_compute_algo": "most_recent"}},
     ),
     "--fp8_use_autocast_during_eval": (
         ["--mixed_precision", "fp8", "--fp8_use_autocast_during_eval"],
@@ -256,11 +256,11 @@ TABLE: dict[str, tuple[list[str], dict[str, Any] | str]] = {
     ),
     "--fp8_margin": (
         ["--mixed_precision", "fp8", "--fp8_backend", "te", "--fp8_margin", "2"],
-        {"fp8_recipe": {"backend": "te", "margin": 2}},
+        {"fp8_recipe": {"backend": "te", "margin": 2, "amax_compute_algo": "most_recent"}},
     ),
     "--fp8_interval": (
         ["--mixed_precision", "fp8", "--fp8_backend", "te", "--fp8_interval", "1"],
-        {"fp8_recipe": {"backend": "te", "interval": 1}},
+        {"fp8_recipe": {"backend": "te", "interval": 1, "amax_compute_algo": "most_recent"}},
     ),
     "--fp8_format": (
         ["--mixed_precision", "fp8", "--fp8_format", "E4M3"],
@@ -268,7 +268,13 @@ TABLE: dict[str, tuple[list[str], dict[str, Any] | str]] = {
     ),
     "--fp8_amax_history_len": (
         ["--mixed_precision", "fp8", "--fp8_backend", "te", "--fp8_amax_history_len", "16"],
-        {"fp8_recipe": {"backend": "te", "amax_history_len": 16}},
+        {
+            "fp8_recipe": {
+                "backend": "te",
+                "amax_history_len": 16,
+                "amax_compute_algo": "most_recent",
+            }
+        },
     ),
     "--fp8_amax_compute_algo": (
         ["--mixed_precision", "fp8", "--fp8_backend", "te", "--fp8_amax_compute_algo", "max"],

@@ -24,6 +24,7 @@ FIELDS = {
     "fp8_opt_level": "opt_level",
     "fp8_enable_fsdp_float8_all_gather": "fsdp_fp8_all_gather",
 }
+HF_TE_AMAX_COMPUTE_ALGO = "most_recent"  # HF's default for TransformerEngine (the recipe's: max)
 BACKENDS = {"ao": "torchao", "te": "te", "msamp": "msamp", "ms-amp": "msamp", "torchao": "torchao"}
 
 
@@ -72,6 +73,9 @@ def recipe(given: Mapping[str, Any]) -> dict[str, Any]:
         value = given.get(name)
         if value is not None and str(value).strip().lower() in ("1", "true", "yes"):
             raise ConfigurationError(f"{name} is not available: {refusal}")
+    # HF's defaults where they differ from the recipe's, so a launch means what it meant there.
+    if fields.get("backend") == "te":
+        fields.setdefault("amax_compute_algo", HF_TE_AMAX_COMPUTE_ALGO)
     FP8Recipe.from_dict(fields)  # the recipe's own checks (fields for another backend...)
     return fields
 
