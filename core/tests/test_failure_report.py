@@ -17,7 +17,9 @@ def test_a_rank_without_an_error_file_is_described_in_words_not_as_none(tmp_path
     assert exited.error_file_data["message"] == "<NONE>"  # what torch gives us
     text, code = describe_failure(ChildFailedError("train.py", {1: exited, 0: killed}))
     assert "<NONE>" not in text
-    assert text.splitlines()[0] == "rank 1 (local rank 1, pid 102) failed first: it exited with code 3"
+    assert (
+        text.splitlines()[0] == "rank 1 (local rank 1, pid 102) failed first: it exited with code 3"
+    )
     assert "(no traceback recorded: the process exited without raising in Python)" in text
     assert "  rank 0: signal SIGKILL" in text.splitlines()
     assert code == 3

@@ -27,6 +27,7 @@ from ..plugins import get_plugin_manager
 from ..specs import LaunchAlias, LaunchOption
 from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 from .launch import describe
+from .text import summary
 
 
 def register(
@@ -35,7 +36,7 @@ def register(
     parser = commands.add_parser(
         "config",
         help="write, show or reset the launch config file",
-        description=__doc__.split("\n\n")[0],
+        description=summary(__doc__),
     )
     _file_argument(parser)
     parser.set_defaults(

@@ -25,6 +25,7 @@ from ..launchers import describe_failure, launch_environment
 from ..plugins import get_plugin_manager
 from ..specs import LaunchAlias, LaunchOption
 from ..state import select_precision
+from .text import summary
 from .worker import run_target
 
 # Run by path, not with -m: the worker then imports only the standard library (the script
@@ -178,7 +179,8 @@ def register(
     parser = commands.add_parser(
         "launch",
         help="run a training script on one or several processes/machines",
-        description=__doc__.split("\n\n")[0],
+        description=summary(__doc__),
+        usage="accel launch [options] [Hugging Face Accelerate flags] SCRIPT [ARGS ...]",
         allow_abbrev=False,
     )
     add_launch_arguments(parser, options, aliases)

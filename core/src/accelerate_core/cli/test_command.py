@@ -15,6 +15,7 @@ from typing import Any
 from ..specs import LaunchAlias, LaunchOption
 from . import launch
 from .launch import add_launch_arguments
+from .text import summary
 
 TRAINING_CHECK = Path(__file__).with_name("training_check.py")
 
@@ -25,7 +26,7 @@ def register(
     parser = commands.add_parser(
         "test",
         help="run a short training under the current launch configuration",
-        description=__doc__.split("\n\n")[0],
+        description=summary(__doc__),
         allow_abbrev=False,
     )
     add_launch_arguments(parser, options, aliases)
