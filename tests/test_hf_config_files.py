@@ -205,10 +205,10 @@ def test_hf_fsdp_config_with_every_key_hf_config_writes(tmp_path):
 def test_unknown_and_unsupported_hf_keys_are_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("distributed_type: MULTI_GPU\nnum_processes: 2\nfsdp_confg: {}\n")
-    with pytest.raises(ConfigurationError, match="unknown key.s. fsdp_confg"):
+    with pytest.raises(ConfigurationError, match=r"unknown key.s. fsdp_confg"):
         ours(path)
     path.write_text("distributed_type: XLA\n")
-    with pytest.raises(ConfigurationError, match="tpu.*TPU \\(XLA\\) training is not available"):
+    with pytest.raises(ConfigurationError, match=r"tpu.*TPU \(XLA\) training is not available"):
         ours(path)
     path.write_text("distributed_type: FSDP\nnum_processes: 2\nbackend: ddp\n")
     with pytest.raises(ConfigurationError, match="use_fsdp means backend='fsdp' but"):
