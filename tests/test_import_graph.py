@@ -40,8 +40,8 @@ for layer, modules in enumerate(
         # settings / state / data / collectives
         "process_settings config_files launch_settings state collectives samplers data seeding "
         "optimizer scheduler memory_tracker model_files checkpoint_manifest",
-        "checkpoint launchers",
-        "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory cli.text "
+        "checkpoint launchers checkpoint_convert",
+        "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory cli.text cli.convert_checkpoint "
         "cli.test_command cli.worker cli.training_check",
         "__init__ __main__",
     ]
