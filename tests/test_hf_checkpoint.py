@@ -63,7 +63,7 @@ def test_converted_hf_checkpoint_resumes_to_the_weights_of_hfs_run(hf_runs, tmp_
 
 
 def test_without_trusting_pickles_the_rng_states_are_listed_not_read(hf_runs, tmp_path, capsys):
-    checkpoint, _, resumed = hf_runs
+    checkpoint, _, _ = hf_runs
     converted = tmp_path / "converted"
     assert main(["convert-checkpoint", str(checkpoint), str(converted), "--dataloaders", "1"]) == 0
     out = capsys.readouterr().out
@@ -78,7 +78,7 @@ def test_without_trusting_pickles_the_rng_states_are_listed_not_read(hf_runs, tm
 def test_load_state_of_an_hf_directory_names_the_command(hf_runs):
     checkpoint, _, _ = hf_runs
     accelerator = Accelerator(cpu=True)
-    with pytest.raises(CheckpointError, match="accel convert-checkpoint .* NEW_DIR"):
+    with pytest.raises(CheckpointError, match=r"accel convert-checkpoint .* NEW_DIR"):
         accelerator.load_state(str(checkpoint))
 
 

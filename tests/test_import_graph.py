@@ -41,8 +41,8 @@ for layer, modules in enumerate(
         "process_settings config_files launch_settings state collectives samplers data seeding "
         "optimizer scheduler memory_tracker model_files checkpoint_manifest",
         "checkpoint launchers checkpoint_convert",
-        "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory cli.text cli.convert_checkpoint "
-        "cli.test_command cli.worker cli.training_check",
+        "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory cli.text "
+        "cli.convert_checkpoint cli.test_command cli.worker cli.training_check",
         "__init__ __main__",
     ]
 ):

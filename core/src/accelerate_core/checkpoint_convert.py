@@ -80,7 +80,7 @@ def _rng_from_hf(states: dict[str, Any]) -> dict[str, Any]:
             int(position),
             int(has_gauss),
             float(cached),
-        ),  # fmt: skip
+        ),
         "torch": states["torch_manual_seed"],
     }
 
