@@ -32,7 +32,7 @@ for layer, modules in enumerate(
     [
         # records and primitives: no behaviour of the plugin system
         "errors specs version launch_options option_checks kwargs_handlers gradient_state ops "
-        "memory checkpoint_io launch_aliases",
+        "memory checkpoint_io launch_aliases progress",
         "hookspecs",
         "builtin builtin.defaults builtin.devices builtin.environments builtin.precisions "
         "builtin.single_process builtin.hf_launch",
@@ -42,7 +42,7 @@ for layer, modules in enumerate(
         "optimizer scheduler memory_tracker model_files checkpoint_manifest",
         "checkpoint launchers checkpoint_convert",
         "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory cli.text "
-        "cli.convert_checkpoint cli.test_command cli.worker cli.training_check",
+        "cli.convert_checkpoint cli.merge_weights cli.test_command cli.worker cli.training_check",
         "__init__ __main__",
     ]
 ):

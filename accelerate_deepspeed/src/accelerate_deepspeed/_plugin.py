@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core import BackendSpec, LaunchAlias, LaunchOption, hookimpl
+from accelerate_core import BackendSpec, CheckpointWeights, LaunchAlias, LaunchOption, hookimpl
 
 NAME = "deepspeed"
 
@@ -118,3 +118,13 @@ def accelerate_core_launch_aliases() -> list[LaunchAlias]:
     from .hf_aliases import aliases
 
     return aliases()
+
+
+@hookimpl
+def accelerate_core_checkpoint_weights(
+    directory: str, manifest: dict | None, model: str, options: dict
+) -> CheckpointWeights | None:
+    """``accel merge-weights``: the fp32 master weights of a ZeRO checkpoint (offline)."""
+    from .merge import checkpoint_weights
+
+    return checkpoint_weights(directory, manifest, model, options.get("tag"))

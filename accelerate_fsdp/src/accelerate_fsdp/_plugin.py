@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core import BackendSpec, LaunchAlias, LaunchOption, hookimpl
+from accelerate_core import BackendSpec, CheckpointWeights, LaunchAlias, LaunchOption, hookimpl
 
 NAME = "fsdp"
 
@@ -109,3 +109,13 @@ def accelerate_core_launch_aliases() -> list[LaunchAlias]:
     from .hf_aliases import aliases
 
     return aliases()
+
+
+@hookimpl
+def accelerate_core_checkpoint_weights(
+    directory: str, manifest: dict | None, model: str
+) -> CheckpointWeights | None:
+    """``accel merge-weights``: a sharded (DCP) or full fsdp checkpoint's weights."""
+    from .merging import checkpoint_weights
+
+    return checkpoint_weights(directory, manifest, model)

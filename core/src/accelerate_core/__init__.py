@@ -29,6 +29,7 @@ from .ops import send_to_device
 from .seeding import set_seed
 from .specs import (
     BackendSpec,
+    CheckpointWeights,
     DeviceSpec,
     EnvironmentInfo,
     LaunchAlias,
@@ -47,6 +48,7 @@ __all__ = [
     "AutocastKwargs",
     "BackendSpec",
     "CheckpointError",
+    "CheckpointWeights",
     "CollectiveError",
     "ConfigurationError",
     "DeviceSpec",

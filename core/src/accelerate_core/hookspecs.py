@@ -28,6 +28,7 @@ import pluggy
 
 from .specs import (
     BackendSpec,
+    CheckpointWeights,
     DeviceSpec,
     EnvironmentInfo,
     LaunchAlias,
@@ -300,6 +301,22 @@ def accelerate_core_load_state(
     """Load what ``accelerate_core_save_state`` wrote; return the names handled, or ``None``.
 
     Called once every file of the checkpoint matched its manifest; the core loads the rest.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_checkpoint_weights(
+    directory: str, manifest: dict[str, Any] | None, model: str, options: dict[str, Any]
+) -> CheckpointWeights | None:
+    """Return the full weights of ``model`` (``"model_0"``) in the checkpoint at ``directory``.
+
+    Asked of every plugin by ``accel merge-weights`` (offline, one process, no GPU), the first
+    answer wins: answer only for a checkpoint your backend wrote (``manifest["backend"]``, the
+    names it stored in ``manifest["backend_objects"]``) or for your library's own format when
+    there is no manifest (``manifest`` is ``None``); return ``None`` otherwise. ``options`` holds
+    the command's format options (``tag`` for DeepSpeed). Sharded formats consolidate here
+    (FSDP: ``torch.distributed.checkpoint`` shards; DeepSpeed: ZeRO partitions to fp32). The
+    core answers last, for the weights it stored itself (``model_<i>.safetensors``).
     """
 
 

@@ -235,3 +235,24 @@ class LaunchAlias:
     instead: str = ""
     command_line: bool = True
     short: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointWeights:
+    """A model's full weights inside a checkpoint, read one tensor at a time.
+
+    Returned by ``accelerate_core_checkpoint_weights`` for ``accel merge-weights``, which writes
+    them as safetensors with a progress bar; loading tensor by tensor keeps memory at one tensor
+    (plus the output shard) for formats that allow it.
+
+    Attributes:
+        names: the parameter and buffer names, as a plain model's ``state_dict`` has them.
+        load: ``load(name) -> torch.Tensor`` on the CPU.
+        nbytes: bytes of every tensor by name (for the progress bar), when known.
+        description: what the weights are, for the report (``"fp32 master weights (ZeRO-3)"``).
+    """
+
+    names: tuple[str, ...]
+    load: Callable[[str], Any] = field(compare=False)
+    nbytes: Mapping[str, int] = field(default_factory=dict, compare=False)
+    description: str = ""

@@ -15,7 +15,7 @@ from ..errors import AccelerateCoreError
 from ..launch_options import CORE_OPTIONS
 from ..plugins import collect_launch_aliases, collect_launch_options
 from ..version import __version__
-from . import config, convert_checkpoint, env, launch, memory, test_command
+from . import config, convert_checkpoint, env, launch, memory, merge_weights, test_command
 
 # Commands whose parser includes the options installed plugins add.
 LAUNCH_COMMANDS = {"launch", "test", "config"}
@@ -39,6 +39,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     env.register(commands)
     memory.register(commands)
     convert_checkpoint.register(commands)
+    merge_weights.register(commands)
     launch.register(commands, options, aliases)
     config.register(commands, options, aliases)
     test_command.register(commands, options, aliases)
