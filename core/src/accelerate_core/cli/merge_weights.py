@@ -1,10 +1,11 @@
 """``accel merge-weights CHECKPOINT OUTPUT_DIR``: a model's full weights from a checkpoint, as
 safetensors a plain model loads, for every backend.
 
-The plugin whose backend wrote the checkpoint consolidates it (``accelerate_core_checkpoint_weights``):
-FSDP's ``torch.distributed.checkpoint`` shards, DeepSpeed's ZeRO partitions (fp32 master
-weights), the core's own files for replicated backends. Runs offline on one process, no GPU,
-with a progress bar; large models are split into shards with an index.
+The plugin whose backend wrote the checkpoint consolidates it (hook
+``accelerate_core_checkpoint_weights``): FSDP's ``torch.distributed.checkpoint`` shards,
+DeepSpeed's ZeRO partitions (fp32 master weights), the core's own files for replicated
+backends. Runs offline on one process, no GPU, with a progress bar; large models are split into
+shards with an index.
 """
 
 from __future__ import annotations
