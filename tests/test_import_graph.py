@@ -32,17 +32,18 @@ for layer, modules in enumerate(
     [
         # records and primitives: no behaviour of the plugin system
         "errors specs version launch_options option_checks kwargs_handlers gradient_state ops "
-        "memory checkpoint_io launch_aliases progress",
+        "memory checkpoint_io launch_aliases progress memory_formulas",
         "hookspecs",
         "builtin builtin.defaults builtin.devices builtin.environments builtin.precisions "
         "builtin.single_process builtin.hf_launch",
         "plugins",
         # settings / state / data / collectives
         "process_settings config_files launch_settings state collectives samplers data seeding "
-        "optimizer scheduler memory_tracker model_files checkpoint_manifest",
+        "optimizer scheduler memory_tracker model_files checkpoint_manifest memory_estimate",
         "checkpoint launchers checkpoint_convert",
         "accelerator testing cli cli.config cli.env cli.launch cli.main cli.memory cli.text "
-        "cli.convert_checkpoint cli.merge_weights cli.test_command cli.worker cli.training_check",
+        "cli.convert_checkpoint cli.merge_weights cli.estimate_memory cli.test_command cli.worker "
+        "cli.training_check",
         "__init__ __main__",
     ]
 ):

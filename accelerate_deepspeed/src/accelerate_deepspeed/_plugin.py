@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core import BackendSpec, CheckpointWeights, LaunchAlias, LaunchOption, hookimpl
+from accelerate_core import (
+    BackendSpec,
+    CheckpointWeights,
+    LaunchAlias,
+    LaunchOption,
+    MemoryEstimate,
+    hookimpl,
+)
 
 NAME = "deepspeed"
 
@@ -128,3 +135,13 @@ def accelerate_core_checkpoint_weights(
     from .merge import checkpoint_weights
 
     return checkpoint_weights(directory, manifest, model, options.get("tag"))
+
+
+@hookimpl
+def accelerate_core_estimate_memory(
+    parameters: list, num_processes: int, mixed_precisions: list[str]
+) -> list[MemoryEstimate]:
+    """ZeRO stages 0-3 (the ZeRO paper's layout, as measured on DeepSpeed 0.19)."""
+    from .memory import estimates
+
+    return estimates(parameters, num_processes, mixed_precisions)

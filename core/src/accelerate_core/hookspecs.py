@@ -33,6 +33,7 @@ from .specs import (
     EnvironmentInfo,
     LaunchAlias,
     LaunchOption,
+    MemoryEstimate,
     PluginContext,
     PrecisionSpec,
     PrepareRequest,
@@ -317,6 +318,23 @@ def accelerate_core_checkpoint_weights(
     the command's format options (``tag`` for DeepSpeed). Sharded formats consolidate here
     (FSDP: ``torch.distributed.checkpoint`` shards; DeepSpeed: ZeRO partitions to fp32). The
     core answers last, for the weights it stored itself (``model_<i>.safetensors``).
+    """
+
+
+@hookspec
+def accelerate_core_estimate_memory(
+    parameters: list[tuple[tuple[int, ...], int, bool]],
+    num_processes: int,
+    mixed_precisions: list[str],
+) -> list[MemoryEstimate]:
+    """Return what each rank would hold under this plugin's backend (``MemoryEstimate`` records).
+
+    Asked of every plugin by ``accel estimate-memory``, offline. ``parameters`` describes the
+    model's parameters, built on the meta device: ``(shape, element size in bytes, trainable)``
+    each; the optimizer is Adam/AdamW (two moments and a step count per trainable parameter).
+    Return one record per setting and precision of ``mixed_precisions`` your backend supports on
+    ``num_processes`` processes (nothing when it cannot run that many), computed the way your
+    backend lays the state out (how it shards, pads and keeps master copies).
     """
 
 

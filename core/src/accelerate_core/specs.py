@@ -256,3 +256,32 @@ class CheckpointWeights:
     load: Callable[[str], Any] = field(compare=False)
     nbytes: Mapping[str, int] = field(default_factory=dict, compare=False)
     description: str = ""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Model-state bytes each rank holds under one backend setting (``accel estimate-memory``).
+
+    Returned by ``accelerate_core_estimate_memory``: the figures are what the ranks hold at rest
+    after an optimizer step (parameters, gradients kept for the next step, optimizer state),
+    not activations, communication buffers or the allocator's cache.
+
+    Attributes:
+        backend: the backend's name.
+        setting: the variant (``"replicated"``, ``"sharded"``, ``"ZeRO-2"``...).
+        mixed_precision: the precision the figures are for.
+        parameters, gradients, optimizer_states: bytes on each rank, rank 0 first.
+        note: how the figures are computed (shown under the table).
+    """
+
+    backend: str
+    setting: str
+    mixed_precision: str
+    parameters: tuple[int, ...]
+    gradients: tuple[int, ...]
+    optimizer_states: tuple[int, ...]
+    note: str = ""
+
+    def per_rank(self) -> tuple[int, ...]:
+        """Total model-state bytes of each rank."""
+        return tuple(map(sum, zip(self.parameters, self.gradients, self.optimizer_states)))

@@ -15,7 +15,16 @@ from ..errors import AccelerateCoreError
 from ..launch_options import CORE_OPTIONS
 from ..plugins import collect_launch_aliases, collect_launch_options
 from ..version import __version__
-from . import config, convert_checkpoint, env, launch, memory, merge_weights, test_command
+from . import (
+    config,
+    convert_checkpoint,
+    env,
+    estimate_memory,
+    launch,
+    memory,
+    merge_weights,
+    test_command,
+)
 
 # Commands whose parser includes the options installed plugins add.
 LAUNCH_COMMANDS = {"launch", "test", "config"}
@@ -40,6 +49,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     memory.register(commands)
     convert_checkpoint.register(commands)
     merge_weights.register(commands)
+    estimate_memory.register(commands)
     launch.register(commands, options, aliases)
     config.register(commands, options, aliases)
     test_command.register(commands, options, aliases)
