@@ -140,5 +140,5 @@ def accelerate_core_estimate_memory(
     if num_processes < 2:
         return []
     figures = sharded_dim0(parameters, num_processes)
-    note = "dim-0 shards (torch.chunk sizes); gathered units during compute not counted"
+    note = "dim-0 shards, stored padded to ceil(rows/N); gathered units in compute not counted"
     return [MemoryEstimate(NAME, "sharded", p, *figures, note) for p in mixed_precisions]

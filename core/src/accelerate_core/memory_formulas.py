@@ -31,17 +31,20 @@ def per_rank(
     parameters: Sequence[ParameterInfo],
     world: int,
     local_numel: Callable[[tuple[int, ...], int], int],
+    stored_numel: Callable[[tuple[int, ...], int], int] | None = None,
 ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """(parameters, gradients, optimizer state) bytes of each rank, given how many elements of a
-    parameter of a shape ``rank`` holds (``local_numel(shape, rank)``)."""
+    parameter of a shape ``rank`` holds (``local_numel(shape, rank)``) and how many its storage
+    has (``stored_numel``: a padded shard; default the same)."""
+    stored_numel = stored_numel or local_numel
     params, grads, states = [], [], []
     for rank in range(world):
         p = g = s = 0
         for shape, size, trainable in parameters:
-            local = local_numel(shape, rank)
-            p += local * size
+            local, stored = local_numel(shape, rank), stored_numel(shape, rank)
+            p += stored * size
             if trainable:
-                g += local * size
+                g += stored * size
                 s += adam_bytes(local, size)
         params.append(p)
         grads.append(g)
@@ -55,11 +58,20 @@ def replicated(parameters: Sequence[ParameterInfo], world: int) -> tuple[tuple[i
 
 
 def sharded_dim0(parameters: Sequence[ParameterInfo], world: int) -> tuple[tuple[int, ...], ...]:
-    """Every parameter split along dimension 0 (FSDP2's ``fully_shard``); scalars replicated."""
+    """Every parameter split along dimension 0 (FSDP2's ``fully_shard``); scalars replicated.
+
+    FSDP2 keeps each rank's parameter and gradient shard in a storage padded to
+    ``ceil(rows / world)`` rows (so all-gathers are even); the optimizer's moments are made
+    like the local shard, unpadded."""
 
     def local(shape: tuple[int, ...], rank: int) -> int:
         if not shape:
             return 1
         return dim0_rows(shape[0], world, rank) * math.prod(shape[1:])
 
-    return per_rank(parameters, world, local)
+    def padded(shape: tuple[int, ...], rank: int) -> int:
+        if not shape:
+            return 1
+        return math.ceil(shape[0] / world) * math.prod(shape[1:])
+
+    return per_rank(parameters, world, local, padded)
