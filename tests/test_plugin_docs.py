@@ -13,6 +13,7 @@ import pytest
 from accelerate_core import (
     BackendSpec,
     DeviceSpec,
+    LaunchAlias,
     LaunchOption,
     PrecisionSpec,
     TrackerSpec,
@@ -20,7 +21,7 @@ from accelerate_core import (
 )
 
 README = Path(__file__).resolve().parents[1] / "plugins" / "README.md"
-RECORDS = (BackendSpec, PrecisionSpec, DeviceSpec, TrackerSpec, LaunchOption)
+RECORDS = (BackendSpec, PrecisionSpec, DeviceSpec, TrackerSpec, LaunchOption, LaunchAlias)
 
 
 def readme() -> str:

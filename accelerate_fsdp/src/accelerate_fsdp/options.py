@@ -36,7 +36,7 @@ class FSDPOptions:
         wrap_classes: class names of the blocks that become their own FSDP unit (a transformer
             layer, say); each unit's parameters are gathered only while it runs. A list or a
             comma-separated string. Default: the model's ``_no_split_modules`` (Hugging Face
-            models declare them), else none.
+            models declare them), else none; an empty list or ``""``: no units by class.
         min_num_params: also make a unit of every sub-module holding at least this many
             parameters not already in a unit (size-based wrapping).
         reshard_after_forward: free gathered parameters after each unit's forward (``True``,
@@ -114,8 +114,7 @@ def _class_names(value: Any) -> tuple[str, ...] | None:
             f"fsdp option wrap_classes must be class names (a list or a comma-separated "
             f"string), got {value!r}"
         )
-    names = tuple(v for v in value if v)
-    return names or None
+    return tuple(v for v in value if v)  # empty: no units by class (HF's SIZE_BASED/NO_WRAP)
 
 
 def _dtype_name(option: str, value: Any) -> str:

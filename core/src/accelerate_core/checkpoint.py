@@ -381,7 +381,10 @@ def _read_core_files(
             name = f"grads_{rank}_model_{i}.safetensors"
             if name in manifest["files"]:
                 grads[i] = get_tensors(directory, name, manifest)
-    rng = get_object(directory, f"random_states_{rank}.bin", manifest)
+    # A checkpoint converted from HF Accelerate without its pickled RNG states has none.
+    rng_file = f"random_states_{rank}.bin"
+    converted = "converted_from" in manifest and rng_file not in manifest["files"]
+    rng = None if converted else get_object(directory, rng_file, manifest)
 
     def finish() -> None:
         objects.gradient_state.step = accumulation["step"]
@@ -393,7 +396,8 @@ def _read_core_files(
             else:
                 for parameter in parameters.values():
                     parameter.grad = None
-        restore_rng(objects.state, rng)
+        if rng is not None:
+            restore_rng(objects.state, rng)
 
     steps.append(finish)
     return read, steps

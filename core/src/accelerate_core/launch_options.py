@@ -46,6 +46,7 @@ DEFAULT = "default"
 # Sources an explicit Accelerator argument may not contradict (it may override the others).
 STRICT_SOURCES = frozenset({COMMAND_LINE, NOTEBOOK_LAUNCHER})
 OPTION_TYPES = ("bool", "int", "float", "str", "json")
+ALIAS_TYPES = ("flag", "bool", "int", "float", "str")  # LaunchAlias.type
 
 CORE_OPTIONS: tuple[LaunchOption, ...] = (
     LaunchOption(
@@ -62,6 +63,12 @@ CORE_OPTIONS: tuple[LaunchOption, ...] = (
     LaunchOption("backend", "an installed backend (default: none for 1 process, ddp for more)"),
     LaunchOption("gradient-accumulation-steps", "micro-batches per optimizer step", "int"),
     LaunchOption("max-restarts", "restarts of the whole group after a failure (default 0)", "int"),
+    LaunchOption(
+        "num-cpu-threads-per-process", "OMP_NUM_THREADS of every process (torchrun's: 1)", "int"
+    ),
+    LaunchOption("monitor-interval", "seconds between torchrun's checks of the processes", "float"),
+    LaunchOption("log-dir", "directory of torchrun's per-rank log files (with --tee)", "str"),
+    LaunchOption("tee", "copy output to the log files too: 0 none, 1 stdout, 2 stderr, 3 both"),
 )
 CORE_OPTIONS_BY_KEY = {option.dest: option for option in CORE_OPTIONS}
 CORE_DEFAULTS: dict[str, Any] = {
@@ -74,6 +81,10 @@ CORE_DEFAULTS: dict[str, Any] = {
     "backend": None,
     "gradient_accumulation_steps": None,
     "max_restarts": 0,
+    "num_cpu_threads_per_process": None,
+    "monitor_interval": None,
+    "log_dir": None,
+    "tee": None,
 }
 
 
