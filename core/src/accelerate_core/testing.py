@@ -97,6 +97,12 @@ def _real_stderr(config: pytest.Config) -> Any:
     return _REAL_STDERR[0]
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    faulthandler.cancel_dump_traceback_later()
+    while _REAL_STDERR:
+        _REAL_STDERR.pop().close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     limit = _timeout_of(item)
