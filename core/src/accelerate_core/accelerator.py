@@ -20,6 +20,7 @@ from torch.distributed.algorithms.join import Join, Joinable
 
 from . import checkpoint, collectives
 from .checkpoint import ProjectConfiguration
+from .context_parallel import maybe_context_parallel
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
@@ -29,6 +30,8 @@ from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
 from .model_files import write_model
 from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
+from .parallelism import default_backend, parallelism_from_launch, resolve_layout
+from .parallelism_config import ParallelismConfig
 from .plugins import get_plugin_manager
 from .process_settings import launch_plugin_options, launch_setting
 from .scheduler import AcceleratedScheduler
@@ -103,6 +106,10 @@ class Accelerator:
             instance, or a list of them. See ``init_trackers``, ``log``, ``end_training``.
         log_system_metrics: also log memory (needs ``track_memory``) and seconds per step with
             every ``log`` call: True, ``"memory"``, ``"step_time"`` or both in a list.
+        parallelism_config: ``ParallelismConfig`` arranging the processes into a device mesh
+            (HSDP, tensor and context parallelism; see ``parallelism.py``); default from
+            ``accel launch --parallelism-config-*``. With sharded, tensor or context
+            parallelism and no backend named, the backend is ``fsdp``.
     """
 
     def __init__(
@@ -125,11 +132,16 @@ class Accelerator:
         project_config: ProjectConfiguration | None = None,
         log_with: Any = None,
         log_system_metrics: bool | str | Sequence[str] = False,
+        parallelism_config: ParallelismConfig | None = None,
     ) -> None:
         # Explicit arguments > accel launch > config file > defaults (process_settings.py).
         steps = launch_setting("gradient_accumulation_steps", gradient_accumulation_steps)
         steps = _check_accumulation_steps(1 if steps is None else steps)
+        parallelism_config = parallelism_from_launch(parallelism_config)
+        if backend is None and launch_setting("backend", None) is None:
+            backend = default_backend(parallelism_config)
         self.state = AcceleratorState(mixed_precision, cpu=cpu, backend=backend, timeout=timeout)
+        self.parallel_layout = resolve_layout(parallelism_config, self.state)
         backend_options = launch_plugin_options("backend", self.state.backend, backend_options)
         precision_options = launch_plugin_options(
             "precision", self.state.mixed_precision, precision_options
@@ -151,6 +163,7 @@ class Accelerator:
             backend_options=backend_options,
             precision_options=_precision_options(precision_options, kwargs_handlers),
             gradient_state=self.gradient_state,
+            parallelism=self.parallel_layout,
         )
         self._validate_plugin_options()
         self._resolve_plugin_callables()
@@ -257,6 +270,37 @@ class Accelerator:
     @property
     def is_last_process(self) -> bool:
         return self.state.is_last_process
+
+    @property
+    def parallelism_config(self) -> ParallelismConfig | None:
+        return self.parallel_layout.config
+
+    @property
+    def torch_device_mesh(self) -> Any:
+        """The ``DeviceMesh`` of the ``ParallelismConfig`` (HF's dim names), else ``None``."""
+        return self.parallel_layout.mesh
+
+    def _mesh_rank(self, dim: str) -> int:
+        if self.parallel_layout.config is None:
+            raise RuntimeError(f"{dim} parallelism is not configured; pass parallelism_config")
+        return self.parallel_layout.local_rank(dim)
+
+    @property
+    def tensor_parallel_rank(self) -> int:
+        return self._mesh_rank("tp")
+
+    @property
+    def context_parallel_rank(self) -> int:
+        return self._mesh_rank("cp")
+
+    @property
+    def data_parallel_rank(self) -> int:
+        """This process's rank along ``dp_replicate`` (HF's meaning; 0 when not enabled)."""
+        return self._mesh_rank("dp_replicate")
+
+    @property
+    def data_parallel_shard_rank(self) -> int:
+        return self._mesh_rank("dp_shard")
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -410,15 +454,17 @@ class Accelerator:
         return PrepareRequest(request.models, optimizers, schedulers, request.dataloaders)
 
     def _prepare_dataloader(self, dataloader: Any, place: bool) -> DataLoaderShard:
+        layout = self.parallel_layout  # ranks of one TP/CP group read the same batches
         return prepare_data_loader(
             dataloader,
-            self.num_processes,
-            self.process_index,
+            layout.dp_size,
+            layout.dp_rank,
             self.gradient_state,
             self._place_batch if place else None,
             split_batches=self.split_batches,
             even_batches=self.even_batches,
             dispatch_batches=self.dispatch_batches,
+            main_process=self.is_main_process if self.num_processes > 1 else None,
         )
 
     def prepare_model(self, model: torch.nn.Module, device_placement: bool | None = None) -> Any:
@@ -503,6 +549,22 @@ class Accelerator:
             return
         self.unscale_gradients()
         self._clip_value(parameters, clip_value)
+
+    def maybe_context_parallel(
+        self,
+        buffers: list[torch.Tensor] | None = None,
+        buffer_seq_dims: list[int] | None = None,
+        no_restore_buffers: set[torch.Tensor] | None = None,
+    ) -> AbstractContextManager[Any]:
+        """Context parallelism for the block (one forward/backward): see ``context_parallel``.
+
+        Cuts ``buffers`` in place along ``buffer_seq_dims`` into this rank's share and runs
+        attention as a ring over the ``cp`` ranks; buffers not in ``no_restore_buffers`` are
+        restored on exit. Without ``cp_size > 1`` it does nothing (warned once).
+        """
+        return maybe_context_parallel(
+            self.parallel_layout, buffers, buffer_seq_dims, no_restore_buffers
+        )
 
     def autocast(self) -> AbstractContextManager[Any]:
         """The precision's autocast for code outside the prepared model's forward (the loss)."""
@@ -632,8 +694,11 @@ class Accelerator:
     # ------------------------------------------------------------------ collectives
 
     def gather(self, tensor: Any) -> Any:
-        """Concatenate every process's tensors (nested structures too) along dimension 0."""
-        return collectives.gather(tensor)
+        """Concatenate every process's tensors (nested structures too) along dimension 0.
+
+        With tensor/context parallelism, one copy per batch: from the data-parallel ranks.
+        """
+        return collectives.gather(tensor, self.parallel_layout.data_group)
 
     def gather_for_metrics(self, input_data: Any, use_gather_object: bool = False) -> Any:
         """``gather``, minus the samples repeated to even out the last batch of the epoch.
@@ -643,7 +708,10 @@ class Accelerator:
         """
         tensors = collectives.tensor_leaves(input_data)
         as_objects = use_gather_object or not tensors
-        data = collectives.gather_object(input_data) if as_objects else self.gather(input_data)
+        if as_objects:
+            data = collectives.gather_object(input_data, self.parallel_layout.data_group)
+        else:
+            data = self.gather(input_data)
         loader = self.gradient_state.active_dataloader
         real = loader.remainder if loader is not None and loader.end_of_dataloader else None
         if real is None:
@@ -653,14 +721,19 @@ class Accelerator:
         return apply_to_tensors(lambda t: t[:real], data)
 
     def reduce(self, tensor: Any, reduction: str = "sum", scale: float = 1.0) -> Any:
-        """Sum (or average, ``reduction="mean"``) every process's tensors."""
-        return collectives.reduce(tensor, reduction, scale)
+        """Sum (or average, ``reduction="mean"``) every process's tensors.
+
+        With tensor parallelism, tensor-parallel replicas count once (over ``dp_cp``).
+        """
+        return collectives.reduce(tensor, reduction, scale, self.parallel_layout.reduce_group)
 
     def pad_across_processes(
         self, tensor: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False
     ) -> Any:
         """Pad tensors along ``dim`` to the largest size any process has."""
-        return collectives.pad_across_processes(tensor, dim, pad_index, pad_first)
+        return collectives.pad_across_processes(
+            tensor, dim, pad_index, pad_first, self.parallel_layout.data_group
+        )
 
     # ------------------------------------------------------------------ processes
 
