@@ -73,6 +73,15 @@ def _precision_options(
     return options
 
 
+def _mesh_rank(dim: str) -> property:
+    def rank(self: Accelerator) -> int:
+        if self.parallel_layout.config is None:
+            raise RuntimeError(f"{dim} parallelism is not configured; pass parallelism_config")
+        return self.parallel_layout.local_rank(dim)
+
+    return property(rank)
+
+
 class Accelerator:
     """Runs one training script unchanged on CPU, one device or many processes.
 
@@ -280,27 +289,11 @@ class Accelerator:
         """The ``DeviceMesh`` of the ``ParallelismConfig`` (HF's dim names), else ``None``."""
         return self.parallel_layout.mesh
 
-    def _mesh_rank(self, dim: str) -> int:
-        if self.parallel_layout.config is None:
-            raise RuntimeError(f"{dim} parallelism is not configured; pass parallelism_config")
-        return self.parallel_layout.local_rank(dim)
-
-    @property
-    def tensor_parallel_rank(self) -> int:
-        return self._mesh_rank("tp")
-
-    @property
-    def context_parallel_rank(self) -> int:
-        return self._mesh_rank("cp")
-
-    @property
-    def data_parallel_rank(self) -> int:
-        """This process's rank along ``dp_replicate`` (HF's meaning; 0 when not enabled)."""
-        return self._mesh_rank("dp_replicate")
-
-    @property
-    def data_parallel_shard_rank(self) -> int:
-        return self._mesh_rank("dp_shard")
+    # HF's rank properties: this process's coordinate along a mesh dim (0 when not enabled).
+    tensor_parallel_rank = _mesh_rank("tp")
+    context_parallel_rank = _mesh_rank("cp")
+    data_parallel_rank = _mesh_rank("dp_replicate")
+    data_parallel_shard_rank = _mesh_rank("dp_shard")
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -556,12 +549,9 @@ class Accelerator:
         buffer_seq_dims: list[int] | None = None,
         no_restore_buffers: set[torch.Tensor] | None = None,
     ) -> AbstractContextManager[Any]:
-        """Context parallelism for the block (one forward/backward): see ``context_parallel``.
-
-        Cuts ``buffers`` in place along ``buffer_seq_dims`` into this rank's share and runs
-        attention as a ring over the ``cp`` ranks; buffers not in ``no_restore_buffers`` are
-        restored on exit. Without ``cp_size > 1`` it does nothing (warned once).
-        """
+        """Context parallelism for one forward/backward (``context_parallel.py``): ``buffers``
+        cut in place along ``buffer_seq_dims``, restored on exit unless in ``no_restore_buffers``;
+        attention runs as a ring over the ``cp`` ranks. A no-op without ``cp_size > 1``."""
         return maybe_context_parallel(
             self.parallel_layout, buffers, buffer_seq_dims, no_restore_buffers
         )
