@@ -18,9 +18,8 @@ from typing import Any, cast
 import torch
 from torch.distributed.algorithms.join import Join, Joinable
 
-from . import checkpoint, collectives
+from . import checkpoint
 from .checkpoint import ProjectConfiguration
-from .context_parallel import maybe_context_parallel
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
@@ -28,9 +27,9 @@ from .kwargs_handlers import KwargsHandler
 from .memory import release_memory
 from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
 from .model_files import write_model
-from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
+from .ops import DeviceMover, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
-from .parallelism import default_backend, parallelism_from_launch, resolve_layout
+from .parallelism import MeshMethods, default_backend, parallelism_from_launch, resolve_layout
 from .parallelism_config import ParallelismConfig
 from .plugins import get_plugin_manager
 from .process_settings import launch_plugin_options, launch_setting
@@ -73,16 +72,7 @@ def _precision_options(
     return options
 
 
-def _mesh_rank(dim: str) -> property:
-    def rank(self: Accelerator) -> int:
-        if self.parallel_layout.config is None:
-            raise RuntimeError(f"{dim} parallelism is not configured; pass parallelism_config")
-        return self.parallel_layout.local_rank(dim)
-
-    return property(rank)
-
-
-class Accelerator:
+class Accelerator(MeshMethods):
     """Runs one training script unchanged on CPU, one device or many processes.
 
     Args:
@@ -115,10 +105,8 @@ class Accelerator:
             instance, or a list of them. See ``init_trackers``, ``log``, ``end_training``.
         log_system_metrics: also log memory (needs ``track_memory``) and seconds per step with
             every ``log`` call: True, ``"memory"``, ``"step_time"`` or both in a list.
-        parallelism_config: ``ParallelismConfig`` arranging the processes into a device mesh
-            (HSDP, tensor and context parallelism; see ``parallelism.py``); default from
-            ``accel launch --parallelism-config-*``. With sharded, tensor or context
-            parallelism and no backend named, the backend is ``fsdp``.
+        parallelism_config: ``ParallelismConfig``: the device mesh (HSDP, tensor and context
+            parallelism; ``parallelism.py``); default from ``accel launch --parallelism-config-*``.
     """
 
     def __init__(
@@ -279,21 +267,6 @@ class Accelerator:
     @property
     def is_last_process(self) -> bool:
         return self.state.is_last_process
-
-    @property
-    def parallelism_config(self) -> ParallelismConfig | None:
-        return self.parallel_layout.config
-
-    @property
-    def torch_device_mesh(self) -> Any:
-        """The ``DeviceMesh`` of the ``ParallelismConfig`` (HF's dim names), else ``None``."""
-        return self.parallel_layout.mesh
-
-    # HF's rank properties: this process's coordinate along a mesh dim (0 when not enabled).
-    tensor_parallel_rank = _mesh_rank("tp")
-    context_parallel_rank = _mesh_rank("cp")
-    data_parallel_rank = _mesh_rank("dp_replicate")
-    data_parallel_shard_rank = _mesh_rank("dp_shard")
 
     @property
     def gradient_accumulation_steps(self) -> int:
@@ -543,19 +516,6 @@ class Accelerator:
         self.unscale_gradients()
         self._clip_value(parameters, clip_value)
 
-    def maybe_context_parallel(
-        self,
-        buffers: list[torch.Tensor] | None = None,
-        buffer_seq_dims: list[int] | None = None,
-        no_restore_buffers: set[torch.Tensor] | None = None,
-    ) -> AbstractContextManager[Any]:
-        """Context parallelism for one forward/backward (``context_parallel.py``): ``buffers``
-        cut in place along ``buffer_seq_dims``, restored on exit unless in ``no_restore_buffers``;
-        attention runs as a ring over the ``cp`` ranks. A no-op without ``cp_size > 1``."""
-        return maybe_context_parallel(
-            self.parallel_layout, buffers, buffer_seq_dims, no_restore_buffers
-        )
-
     def autocast(self) -> AbstractContextManager[Any]:
         """The precision's autocast for code outside the prepared model's forward (the loss)."""
         return contextlib.nullcontext() if self._autocast is None else self._autocast()
@@ -680,50 +640,6 @@ class Accelerator:
         if not isinstance(dataloader, DataLoaderShard):
             dataloader = DataLoaderShard(dataloader, self.gradient_state, None)
         return dataloader.skip_batches(num_batches)
-
-    # ------------------------------------------------------------------ collectives
-
-    def gather(self, tensor: Any) -> Any:
-        """Concatenate every process's tensors (nested structures too) along dimension 0.
-
-        With tensor/context parallelism, one copy per batch: from the data-parallel ranks.
-        """
-        return collectives.gather(tensor, self.parallel_layout.data_group)
-
-    def gather_for_metrics(self, input_data: Any, use_gather_object: bool = False) -> Any:
-        """``gather``, minus the samples repeated to even out the last batch of the epoch.
-
-        Over a whole prepared evaluation loader the result holds exactly the dataset's samples,
-        in order. Non-tensor data (or ``use_gather_object=True``) is gathered as objects.
-        """
-        tensors = collectives.tensor_leaves(input_data)
-        as_objects = use_gather_object or not tensors
-        if as_objects:
-            data = collectives.gather_object(input_data, self.parallel_layout.data_group)
-        else:
-            data = self.gather(input_data)
-        loader = self.gradient_state.active_dataloader
-        real = loader.remainder if loader is not None and loader.end_of_dataloader else None
-        if real is None:
-            return data
-        if as_objects:
-            return data[:real]
-        return apply_to_tensors(lambda t: t[:real], data)
-
-    def reduce(self, tensor: Any, reduction: str = "sum", scale: float = 1.0) -> Any:
-        """Sum (or average, ``reduction="mean"``) every process's tensors.
-
-        With tensor parallelism, tensor-parallel replicas count once (over ``dp_cp``).
-        """
-        return collectives.reduce(tensor, reduction, scale, self.parallel_layout.reduce_group)
-
-    def pad_across_processes(
-        self, tensor: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False
-    ) -> Any:
-        """Pad tensors along ``dim`` to the largest size any process has."""
-        return collectives.pad_across_processes(
-            tensor, dim, pad_index, pad_first, self.parallel_layout.data_group
-        )
 
     # ------------------------------------------------------------------ processes
 

@@ -15,15 +15,24 @@ layout is the same error everywhere, before any collective). What it decides:
   collect one copy per batch (over ``dp``), ``reduce`` combines every rank that holds different
   data (over ``dp_cp``: a sequence-sharded loss is averaged over its shards too), never the
   tensor-parallel replicas.
+
+``MeshMethods`` is the part of ``Accelerator`` that uses the layout (HF's ``torch_device_mesh``,
+rank properties, ``maybe_context_parallel`` and the collectives), kept here as a mixin.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from . import collectives
 from .collectives import THIS_PROCESS
+from .context_parallel import maybe_context_parallel
 from .errors import ConfigurationError
+from .ops import apply_to_tensors
 from .parallelism_config import ParallelismConfig
 from .process_settings import launch_setting
 
@@ -170,4 +179,100 @@ def resolve_layout(config: ParallelismConfig | None, state: Any) -> ParallelLayo
     )
 
 
-__all__ = ["ParallelLayout", "default_backend", "parallelism_from_launch", "resolve_layout"]
+# --------------------------------------------------------------------------- the Accelerator's API
+
+
+def _mesh_rank(dim: str) -> property:
+    def rank(self: MeshMethods) -> int:
+        if self.parallel_layout.config is None:
+            raise RuntimeError(f"{dim} parallelism is not configured; pass parallelism_config")
+        return self.parallel_layout.local_rank(dim)
+
+    return property(rank, doc=f"This process's coordinate along {dim} (0 when not enabled).")
+
+
+class MeshMethods:
+    """``Accelerator``'s device-mesh API (HF's names) and its collectives, which run over the
+    layout's groups. A mixin: the ``Accelerator`` sets ``parallel_layout`` and
+    ``gradient_state``."""
+
+    parallel_layout: ParallelLayout
+    gradient_state: Any
+
+    @property
+    def parallelism_config(self) -> ParallelismConfig | None:
+        return self.parallel_layout.config
+
+    @property
+    def torch_device_mesh(self) -> Any:
+        """The ``DeviceMesh`` of the ``ParallelismConfig`` (HF's dim names), else ``None``."""
+        return self.parallel_layout.mesh
+
+    tensor_parallel_rank = _mesh_rank("tp")
+    context_parallel_rank = _mesh_rank("cp")
+    data_parallel_rank = _mesh_rank("dp_replicate")
+    data_parallel_shard_rank = _mesh_rank("dp_shard")
+
+    def maybe_context_parallel(
+        self,
+        buffers: list[torch.Tensor] | None = None,
+        buffer_seq_dims: list[int] | None = None,
+        no_restore_buffers: set[torch.Tensor] | None = None,
+    ) -> AbstractContextManager[Any]:
+        """Context parallelism for one forward/backward (``context_parallel.py``): ``buffers``
+        cut in place along ``buffer_seq_dims``, restored on exit unless in ``no_restore_buffers``;
+        attention runs as a ring over the ``cp`` ranks. A no-op without ``cp_size > 1``."""
+        return maybe_context_parallel(
+            self.parallel_layout, buffers, buffer_seq_dims, no_restore_buffers
+        )
+
+    def gather(self, tensor: Any) -> Any:
+        """Concatenate every process's tensors (nested structures too) along dimension 0.
+
+        With tensor/context parallelism, one copy per batch: from the data-parallel ranks.
+        """
+        return collectives.gather(tensor, self.parallel_layout.data_group)
+
+    def gather_for_metrics(self, input_data: Any, use_gather_object: bool = False) -> Any:
+        """``gather``, minus the samples repeated to even out the last batch of the epoch.
+
+        Over a whole prepared evaluation loader the result holds exactly the dataset's samples,
+        in order. Non-tensor data (or ``use_gather_object=True``) is gathered as objects.
+        """
+        tensors = collectives.tensor_leaves(input_data)
+        as_objects = use_gather_object or not tensors
+        if as_objects:
+            data = collectives.gather_object(input_data, self.parallel_layout.data_group)
+        else:
+            data = self.gather(input_data)
+        loader = self.gradient_state.active_dataloader
+        real = loader.remainder if loader is not None and loader.end_of_dataloader else None
+        if real is None:
+            return data
+        if as_objects:
+            return data[:real]
+        return apply_to_tensors(lambda t: t[:real], data)
+
+    def reduce(self, tensor: Any, reduction: str = "sum", scale: float = 1.0) -> Any:
+        """Sum (or average, ``reduction="mean"``) every process's tensors.
+
+        With tensor parallelism, tensor-parallel replicas count once (over ``dp_cp``).
+        """
+        return collectives.reduce(tensor, reduction, scale, self.parallel_layout.reduce_group)
+
+    def pad_across_processes(
+        self, tensor: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False
+    ) -> Any:
+        """Pad tensors along ``dim`` to the largest size any process has."""
+        return collectives.pad_across_processes(
+            tensor, dim, pad_index, pad_first, self.parallel_layout.data_group
+        )
+
+
+__all__ = [
+    "MeshMethods",
+    "ParallelLayout",
+    "default_backend",
+    "parallelism_from_launch",
+    "resolve_layout",
+]
