@@ -232,3 +232,18 @@ def test_context_parallel_buffers_are_checked_before_torch_sees_them():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _check_buffers([ids], [1], {ids}, 2)
+
+
+def test_hugging_face_config_files_parallelism_section(tmp_path, capsys):
+    """What `accelerate config` writes for N-D parallelism launches the same way."""
+    path = tmp_path / "hf.yaml"
+    path.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_processes: 4\n"
+        "use_cpu: true\nparallelism_config:\n  parallelism_config_dp_shard_size: 2\n"
+        "  parallelism_config_tp_size: 2\n"
+    )
+    assert main(["launch", "--dry-run", "--config-file", str(path), "x.py"]) == 0
+    command = shlex.split(capsys.readouterr().out.split("command:\n", 1)[1])
+    assert "PARALLELISM_CONFIG_DP_SHARD_SIZE=2" in command
+    assert "PARALLELISM_CONFIG_TP_SIZE=2" in command
+    assert "ACCELERATE_CORE_BACKEND=fsdp" in command
