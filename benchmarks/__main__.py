@@ -26,6 +26,7 @@ BENCHMARKS = {
     "checkpoint": (),
     "memory": ("accelerate_ddp", "accelerate_fsdp"),
     "memory_deepspeed": ("accelerate_deepspeed", "deepspeed"),
+    "memory_nd": ("accelerate_ddp", "accelerate_fsdp"),
     "fp8": ("accelerate_fp8",),
     "launch": (),
     "tracking": ("tensorboard",),
@@ -118,6 +119,13 @@ def table(results: dict[str, object]) -> str:
             rows.append(
                 f"| {name} | see `{name}.json` | {_summary(value)} | ≤ 0.55 of DDP / stage 0 |"
             )
+    memory_nd = results.get("memory_nd")
+    if isinstance(memory_nd, dict):
+        ratios = [r["total"]["mean_vs_theory"] for r in memory_nd["rows"].values()
+                  if isinstance(r, dict) and "total" in r]  # fmt: skip
+        worst = _fmt(max(ratios, default=None), "{:.4f}")
+        rows.append(f"| memory_nd, {len(ratios)} layouts on 4 processes | per-rank model state "
+                    f"/ theory (mean over ranks), worst layout | {worst} | 1.0 |")  # fmt: skip
     fp8 = results.get("fp8")
     if isinstance(fp8, dict) and "fp8" in fp8:
         rows.append(f"| fp8 vs bf16 ({fp8['fp8']['device']}) | final-loss difference, speed-up | "

@@ -304,9 +304,9 @@ TABLE: dict[str, tuple[list[str], dict[str, Any] | str]] = {
         ["--parallelism_config_dp_replicate_size", "1", *TWO],
         "nd",
     ),
-    "--parallelism_config_dp_shard_size": (["--parallelism_config_dp_shard_size", "2"], "nd"),
-    "--parallelism_config_tp_size": (["--parallelism_config_tp_size", "2"], "nd"),
-    "--parallelism_config_cp_size": (["--parallelism_config_cp_size", "2"], "nd"),
+    "--parallelism_config_dp_shard_size": (["--parallelism_config_dp_shard_size", "2", *TWO], "nd"),
+    "--parallelism_config_tp_size": (["--parallelism_config_tp_size", "2", *TWO], "nd"),
+    "--parallelism_config_cp_size": (["--parallelism_config_cp_size", "2", *TWO], "nd"),
     "--parallelism_config_cp_backend": (["--parallelism_config_cp_backend", "torch"], "nd"),
     "--parallelism_config_cp_comm_strategy": (
         ["--parallelism_config_cp_comm_strategy", "alltoall"],

@@ -43,7 +43,8 @@ for layer, modules in enumerate(
         # settings / state / data / collectives
         "process_settings config_files launch_settings state collectives samplers data seeding "
         "optimizer scheduler memory_tracker model_files checkpoint_manifest memory_estimate "
-        "tracker_set tracker_metrics utils.device_map utils.tqdm hooks big_modeling",
+        "tracker_set tracker_metrics utils.device_map utils.tqdm hooks big_modeling "
+        "parallelism_config parallelism context_parallel",
         "checkpoint launchers checkpoint_convert",
         # utils is HF's accelerate.utils: a facade re-exporting names from every layer below
         "accelerator tracking utils testing cli cli.config cli.env cli.launch cli.main cli.memory "

@@ -25,16 +25,21 @@ def accelerate_core_backends() -> list[BackendSpec]:
             "torch FSDP2 (fully_shard): shard parameters, gradients and optimizer state",
             min_processes=2,
             places_models=True,  # fully_shard places the shards; meta-device models stay put
+            parallelism=frozenset({"dp_replicate", "dp_shard", "tp", "cp"}),
         )
     ]
 
 
 @hookimpl
-def accelerate_core_validate_options(kind: str, name: str, options: dict[str, Any]) -> bool:
+def accelerate_core_validate_options(
+    kind: str, name: str, options: dict[str, Any], context: Any
+) -> bool:
     from .options import FSDPOptions
+    from .wrapping import check_layout
 
     if kind == "backend":
-        FSDPOptions.from_mapping(options)
+        # The ParallelismConfig layouts this backend refuses, with the options they clash with.
+        check_layout(context.parallelism, FSDPOptions.from_mapping(options))
     return kind == "backend"
 
 

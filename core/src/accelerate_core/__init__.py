@@ -36,6 +36,7 @@ from .launchers import notebook_launcher
 from .memory import release_memory
 from .memory_tracker import MemoryTracker, track_memory
 from .ops import send_to_device
+from .parallelism_config import ParallelismConfig
 from .seeding import set_seed
 from .specs import (
     BackendSpec,
@@ -72,6 +73,7 @@ __all__ = [
     "LaunchOption",
     "MemoryEstimate",
     "MemoryTracker",
+    "ParallelismConfig",
     "PartialState",
     "PluginConflictError",
     "PluginContext",

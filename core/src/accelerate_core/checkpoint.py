@@ -290,6 +290,7 @@ def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | No
             tmp,
             files,
             world_size=state.num_processes,
+            parallelism=context.parallelism.sizes,
             backend=state.backend,
             mixed_precision=state.mixed_precision,
             versions=versions(registered.distribution if registered else None),
@@ -320,7 +321,7 @@ def load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | Non
     manifest = read_manifest(directory)
     check_fits(
         manifest, directory, world_size=state.num_processes, backend=state.backend,
-        counts=objects.counts(),
+        counts=objects.counts(), parallelism=objects.context.parallelism.sizes,
     )  # fmt: skip
     verification = Verification(directory, manifest["files"])
     try:

@@ -21,6 +21,7 @@ from .launch_options import (
     LAUNCH_SOURCES_ENV,
     NUM_PROCESSES_ENV,
     OPTIONS_VARIABLES,
+    PARALLELISM_VARIABLES,
     SETTING_VARIABLES,
     coerce,
     plugin_source_key,
@@ -47,6 +48,13 @@ class LaunchConfig:
     monitor_interval: float | None = None
     log_dir: str | None = None
     tee: str | None = None
+    use_parallelism_config: bool | None = None
+    parallelism_config_dp_replicate_size: int | None = None
+    parallelism_config_dp_shard_size: int | None = None
+    parallelism_config_tp_size: int | None = None
+    parallelism_config_cp_size: int | None = None
+    parallelism_config_cp_backend: str | None = None
+    parallelism_config_cp_comm_strategy: str | None = None
     plugin_values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     options: list[LaunchOption] = field(default_factory=list, repr=False)
@@ -60,6 +68,9 @@ class LaunchConfig:
     def values(self) -> dict[str, Any]:
         """Every setting by config-file key (core then plugin options), for display and files."""
         core = {o.dest: getattr(self, o.dest) for o in CORE_OPTIONS}
+        for key in ("use_parallelism_config", *PARALLELISM_VARIABLES):
+            if not core[key]:  # shown only when set: most runs have no ParallelismConfig
+                del core[key]
         return {**core, **self.plugin_values}
 
     def plugin_options(self, kind: str) -> dict[str, dict[str, Any]]:
@@ -78,9 +89,13 @@ class LaunchConfig:
         if self.num_cpu_threads_per_process is not None:
             env["OMP_NUM_THREADS"] = str(self.num_cpu_threads_per_process)
         given = {k for k, s in self.sources.items() if s != DEFAULT}
+        parallelism = {k: getattr(self, k) for k in PARALLELISM_VARIABLES if getattr(self, k)}
         for key, var in SETTING_VARIABLES.items():
             value = getattr(self, key)
-            if key == "cpu":
+            if key == "use_parallelism_config":  # set sizes imply it (HF needs the flag too)
+                if value or parallelism:
+                    env[var] = "true"
+            elif key == "cpu":
                 if "cpu" in given or value:
                     env[var] = "1" if value else "0"
             elif value is not None:
@@ -188,10 +203,22 @@ def check_launch_config(config: LaunchConfig) -> None:
         ("max_restarts", 0),
         ("gradient_accumulation_steps", 1),
         ("num_cpu_threads_per_process", 1),
+        *((key, 1) for key in PARALLELISM_VARIABLES if key.endswith("_size")),
     ):
         value = getattr(config, key)
         if value is not None and value < low:
             raise ConfigurationError(f"{_flag(config, key)} must be >= {low}, got {value}")
+    sizes = {k: getattr(config, k) for k in PARALLELISM_VARIABLES if k.endswith("_size")}
+    product = 1
+    for value in sizes.values():
+        product *= value or 1
+    if product not in (1, config.num_processes):
+        shown = " x ".join(f"{_flag(config, k)}={v}" for k, v in sizes.items() if v)
+        raise ConfigurationError(
+            f"{shown} = {product} processes but {_flag(config, 'num_processes')} is "
+            f"{config.num_processes}; the parallelism sizes must multiply to the number of "
+            "processes"
+        )
     if config.num_processes % config.num_machines:
         raise ConfigurationError(
             f"{_flag(config, 'num_processes')}={config.num_processes} is the total over all "

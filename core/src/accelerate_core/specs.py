@@ -30,6 +30,11 @@ class BackendSpec:
             micro-step by design (DeepSpeed ZeRO-2/3 accumulate into partitioned gradients), so
             its ``no_sync`` cannot silence them; the conformance suite then does not require
             silent micro-steps.
+        parallelism: the ``ParallelismConfig`` dimensions the backend applies to models
+            (``"dp_replicate"``, ``"dp_shard"``, ``"tp"``, ``"cp"``); a layout enabling another
+            is refused at ``Accelerator`` creation. Plain data parallelism (only
+            ``dp_replicate``) needs none. A backend listing ``"dp_shard"`` gets every process
+            as ``dp_shard`` from a ``ParallelismConfig`` whose sizes are all 1.
     """
 
     name: str
@@ -39,6 +44,7 @@ class BackendSpec:
     owns_precision: bool = False
     places_models: bool = False
     reduces_every_micro_step: bool = False
+    parallelism: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,10 @@ class PluginContext:
         precision_options: user options for the precision (``Accelerator(precision_options=...)``).
         gradient_state: the live accumulation state (``sync_gradients``, ``end_of_dataloader``):
             engines that own accumulation boundaries (DeepSpeed) read it on each step.
+        parallelism: the process layout (``accelerate_core.parallelism.ParallelLayout``):
+            the ``ParallelismConfig`` (``.config``, ``None`` when the script gave none), its
+            ``DeviceMesh`` (``.mesh``) and sub-meshes (``.submesh("tp")``,
+            ``.submesh("dp_replicate", "dp_shard_cp")``), the data-parallel rank and size.
     """
 
     state: Any
@@ -143,6 +153,7 @@ class PluginContext:
     backend_options: dict[str, Any] = field(default_factory=dict)
     precision_options: dict[str, Any] = field(default_factory=dict)
     gradient_state: Any = None
+    parallelism: Any = None
 
     @property
     def device(self) -> Any:

@@ -50,6 +50,8 @@ def clear_launch_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             name in LAUNCH_VARIABLES
             or name.startswith("SLURM_")
             or name.startswith("ACCELERATE_CORE_")
+            or name.startswith("PARALLELISM_CONFIG_")  # accel launch --parallelism-config-*
+            or name == "ACCELERATE_USE_PARALLELISM_CONFIG"
         ):
             monkeypatch.delenv(name)
 

@@ -5,6 +5,11 @@ Importing it stays light: no ``transformers``, nothing loaded until called.
 """
 
 from ..logger_type import LoggerType
+from ..parallelism_config import (  # device mesh layouts
+    ParallelismConfig,
+    TorchContextParallelConfig,
+    TorchTensorParallelConfig,
+)
 from .device_map import (
     check_device_map,
     clean_device_map,
@@ -47,7 +52,10 @@ from .tqdm import tqdm
 __all__ = [
     "LoggerType",
     "OffloadedWeightsLoader",
+    "ParallelismConfig",
     "PrefixedDataset",
+    "TorchContextParallelConfig",
+    "TorchTensorParallelConfig",
     "align_module_device",
     "calculate_maximum_sizes",
     "check_device_map",
