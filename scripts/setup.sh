@@ -19,4 +19,5 @@ for pkg in accelerate_*/ plugins/*/; do
     packages+=(-e "${pkg%/}[test]")
   fi
 done
+packages+=(-e examples)  # accelerate-core-examples: python -m accelerate_core_examples.quickstart
 "${pip[@]}" "${packages[@]}" "$@"

@@ -5,5 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # the core's public modules, strict ([tool.mypy] in pyproject.toml)
+bash scripts/check_packages.sh  # build every package and check its sdist and wheel
 .venv/bin/python -m benchmarks --quick  # smoke run of the benchmark suite: figures, no timing asserts
 .venv/bin/python -m pytest "$@"

@@ -10,10 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from accelerate_core import BackendSpec, DeviceSpec, LaunchOption, PrecisionSpec, hookspecs
+from accelerate_core import (
+    BackendSpec,
+    DeviceSpec,
+    LaunchAlias,
+    LaunchOption,
+    PrecisionSpec,
+    TrackerSpec,
+    hookspecs,
+)
 
 README = Path(__file__).resolve().parents[1] / "plugins" / "README.md"
-RECORDS = (BackendSpec, PrecisionSpec, DeviceSpec, LaunchOption)
+RECORDS = (BackendSpec, PrecisionSpec, DeviceSpec, TrackerSpec, LaunchOption, LaunchAlias)
 
 
 def readme() -> str:

@@ -24,7 +24,7 @@ from accelerate_fp8 import FP8NoLayersConvertedWarning, FP8Recipe
 pytest.importorskip("torchao.float8")
 from torchao.float8.float8_linear import Float8Linear
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(180)  # torchao start-up and CPU fp8 emulation on 2 busy cores
 
 
 def test_fp8_torchao_cpu_has_an_fp8_matmul_kernel():

@@ -13,31 +13,35 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.distributed.algorithms.join import Join, Joinable
 
-from . import checkpoint, collectives
-from .async_checkpoint import save_state_async, wait_for_pending_save
+from . import checkpoint
+from .async_checkpoint import save_checkpoint, wait_for_pending_save
 from .checkpoint import ProjectConfiguration
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
-from .hang_watch import translated
+from .hang_watch import NamedOperation
 from .kwargs_handlers import KwargsHandler
 from .memory import release_memory
 from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
 from .model_files import write_model
-from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
+from .ops import DeviceMover, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
+from .parallelism import MeshMethods, default_backend, parallelism_from_launch, resolve_layout
+from .parallelism_config import ParallelismConfig
 from .plugins import get_plugin_manager
-from .prepare_checks import check_optimizer_parameters, find_prepared, not_prepared_error
+from .prepare_checks import check_optimizer_parameters, check_prepared, find_prepared
 from .process_settings import launch_plugin_options, launch_setting
 from .run_guards import RunGuards
 from .scheduler import AcceleratedScheduler
 from .specs import PluginContext, PrepareRequest
 from .state import AcceleratorState, PartialState, teardown_process_group
+from .tracker_metrics import SystemMetrics, system_metric_kinds
+from .tracker_set import TrackerSet, TrackingMethods
 
 KINDS = ("model", "optimizer", "scheduler", "dataloader")
 ACCEPTED_TYPES = (
@@ -71,7 +75,7 @@ def _precision_options(
     return options
 
 
-class Accelerator:
+class Accelerator(MeshMethods, TrackingMethods):
     """Runs one training script unchanged on CPU, one device or many processes.
 
     Args:
@@ -99,6 +103,13 @@ class Accelerator:
         project_config: ``ProjectConfiguration`` (project_dir, total_limit) as in HF.
         track_memory: sample this rank's memory into a run directory (``True``:
             ``project_dir/memory``); see ``track_memory`` and ``accel memory plot``.
+        log_with: experiment trackers: a name (``"tensorboard"``, ``"wandb"``, ``"mlflow"``,
+            ...; ``"all"`` for every installed one), a ``LoggerType``, a ``GeneralTracker``
+            instance, or a list of them. See ``init_trackers``, ``log``, ``end_training``.
+        log_system_metrics: also log memory (needs ``track_memory``) and seconds per step with
+            every ``log`` call: True, ``"memory"``, ``"step_time"`` or both in a list.
+        parallelism_config: ``ParallelismConfig``: the device mesh (HSDP, tensor and context
+            parallelism; ``parallelism.py``); default from ``accel launch --parallelism-config-*``.
         handle_preemption: on SIGTERM/SIGUSR1 every rank finishes its training step, saves a
             checkpoint under ``project_dir`` and exits with 75 (``preemption``).
         auto_resume: load the latest complete checkpoint under ``project_dir`` once the
@@ -123,13 +134,20 @@ class Accelerator:
         project_dir: str | None = None,
         track_memory: str | os.PathLike[str] | bool | None = None,
         project_config: ProjectConfiguration | None = None,
+        log_with: Any = None,
+        log_system_metrics: bool | str | Sequence[str] = False,
+        parallelism_config: ParallelismConfig | None = None,
         handle_preemption: bool = False,
         auto_resume: bool = False,
     ) -> None:
         # Explicit arguments > accel launch > config file > defaults (process_settings.py).
         steps = launch_setting("gradient_accumulation_steps", gradient_accumulation_steps)
         steps = _check_accumulation_steps(1 if steps is None else steps)
+        parallelism_config = parallelism_from_launch(parallelism_config)
+        if backend is None and launch_setting("backend", None) is None:
+            backend = default_backend(parallelism_config)
         self.state = AcceleratorState(mixed_precision, cpu=cpu, backend=backend, timeout=timeout)
+        self.parallel_layout = resolve_layout(parallelism_config, self.state)
         backend_options = launch_plugin_options("backend", self.state.backend, backend_options)
         precision_options = launch_plugin_options(
             "precision", self.state.mixed_precision, precision_options
@@ -141,7 +159,7 @@ class Accelerator:
         self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
         self.project_configuration = project_config or ProjectConfiguration()
         if project_dir is not None:
-            self.project_configuration.project_dir = str(project_dir)
+            self.project_configuration.set_directories(str(project_dir))
         self.gradient_state = GradientState(steps)
         self.plugin_context = PluginContext(
             state=self.state,
@@ -151,16 +169,19 @@ class Accelerator:
             backend_options=backend_options,
             precision_options=_precision_options(precision_options, kwargs_handlers),
             gradient_state=self.gradient_state,
+            parallelism=self.parallel_layout,
         )
         self._validate_plugin_options()
         self._resolve_plugin_callables()
         self._models: list[torch.nn.Module] = []
-        self._prepared_ids: set[int] = set()  # accumulate() checks its models against these
         self._optimizers: list[AcceleratedOptimizer] = []
         self._schedulers: list[AcceleratedScheduler] = []
         self._dataloaders: list[DataLoaderShard] = []
         self._custom_objects: list[Any] = []
         self.memory_tracker: MemoryTracker | None = None
+        kinds = system_metric_kinds(log_system_metrics, bool(track_memory))
+        metrics = SystemMetrics(kinds, lambda: self.memory_tracker) if kinds else None
+        self._tracking = TrackerSet(log_with, self.logging_dir, self.is_main_process, metrics)
         if track_memory:
             self.track_memory(None if track_memory is True else track_memory)
         self._guards = RunGuards(self, handle_preemption, auto_resume)
@@ -193,7 +214,7 @@ class Accelerator:
         self._manager = manager
         if self.state.backend_spec.owns_precision:
             self.scaler = None
-            self._autocast: Callable[[], AbstractContextManager] | None = None
+            self._autocast: Callable[[], AbstractContextManager[Any]] | None = None
         else:
             self.scaler = manager.call_owner(
                 "accelerate_core_grad_scaler", precision_owner, context=context
@@ -206,8 +227,10 @@ class Accelerator:
             return manager.call_owner(hook, backend_owner, context=context, **kwargs)
 
         self._backward = ask("accelerate_core_backward", scaler=self.scaler)
-        self._no_sync = ask("accelerate_core_no_sync")
-        self._clip_norm = ask("accelerate_core_clip_grad_norm")
+        self._no_sync: Callable[[torch.nn.Module], AbstractContextManager[Any]] = ask(
+            "accelerate_core_no_sync"
+        )
+        self._clip_norm: Callable[..., torch.Tensor | None] = ask("accelerate_core_clip_grad_norm")
         self._clip_value = ask("accelerate_core_clip_grad_value")
         self._optimizer_step = ask("accelerate_core_optimizer_step", scaler=self.scaler)
         # Host-to-device copies can overlap compute; to the CPU there is nothing to overlap.
@@ -328,7 +351,7 @@ class Accelerator:
             return None  # prepared before: the same prepared object again, never wrapped twice
         if isinstance(obj, torch.nn.Module):
             return "model"
-        declared = getattr(obj, "__accelerate_core_kind__", None)
+        declared: str | None = getattr(obj, "__accelerate_core_kind__", None)
         if declared in KINDS:
             return declared  # placeholder objects of a backend (say, an optimizer from a config)
         if isinstance(obj, torch.optim.Optimizer):
@@ -371,12 +394,10 @@ class Accelerator:
 
     def _ask_backend_wrap(self, request: PrepareRequest) -> PrepareRequest:
         owner = self.state.backend_owner
-        try:  # wrapping communicates (DDP checks and broadcasts the parameters)
+        with NamedOperation("prepare (the backend wraps the models)"):  # DDP broadcasts
             result = self._manager.call_owner(
                 "accelerate_core_wrap", owner, request=request, context=self.plugin_context
             )
-        except RuntimeError as exc:
-            raise translated("prepare (the backend wraps the models)", exc) from exc
         return self._checked(result, request, "accelerate_core_wrap", owner)
 
     def _install_autocast(self, model: torch.nn.Module) -> None:
@@ -414,7 +435,6 @@ class Accelerator:
                 )
             )
         self._models.extend(request.models)
-        self._prepared_ids = {id(m) for m in self._models}
         self.gradient_state.has_joinable_models = any(isinstance(m, Joinable) for m in self._models)
         self._optimizers.extend(optimizers)
         self._schedulers.extend(schedulers)
@@ -422,15 +442,17 @@ class Accelerator:
         return PrepareRequest(request.models, optimizers, schedulers, request.dataloaders)
 
     def _prepare_dataloader(self, dataloader: Any, place: bool) -> DataLoaderShard:
+        layout = self.parallel_layout  # ranks of one TP/CP group read the same batches
         return prepare_data_loader(
             dataloader,
-            self.num_processes,
-            self.process_index,
+            layout.dp_size,
+            layout.dp_rank,
             self.gradient_state,
             self._place_batch if place else None,
             split_batches=self.split_batches,
             even_batches=self.even_batches,
             dispatch_batches=self.dispatch_batches,
+            main_process=self.is_main_process if self.num_processes > 1 else None,
         )
 
     def prepare_model(self, model: torch.nn.Module, device_placement: bool | None = None) -> Any:
@@ -439,10 +461,10 @@ class Accelerator:
         )
 
     def prepare_optimizer(self, optimizer: torch.optim.Optimizer) -> AcceleratedOptimizer:
-        return self.prepare(optimizer)
+        return cast(AcceleratedOptimizer, self.prepare(optimizer))
 
     def prepare_scheduler(self, scheduler: Any) -> AcceleratedScheduler:
-        return self.prepare(scheduler)
+        return cast(AcceleratedScheduler, self.prepare(scheduler))
 
     def prepare_data_loader(self, dataloader: Any, device_placement: bool | None = None) -> Any:
         return self.prepare(
@@ -454,22 +476,17 @@ class Accelerator:
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
         """``loss.backward()`` with accumulation scaling, loss scaling or the backend's engine."""
         self.gradient_state.backwards += 1  # a training step (preemption stops after one)
-        try:
+        with NamedOperation("backward (gradient reduction)"):  # a peer never came: say which
             self._backward(loss, **kwargs)
-        except RuntimeError as exc:  # a peer never came to the gradient reduction: say which
-            raise translated("backward (gradient reduction)", exc) from exc
 
-    def accumulate(self, *models: torch.nn.Module) -> AbstractContextManager:
+    def accumulate(self, *models: torch.nn.Module) -> AbstractContextManager[Any]:
         """One micro-step of gradient accumulation.
 
         Sets ``sync_gradients`` (True every ``gradient_accumulation_steps`` micro-steps and on the
         last batch of a prepared dataloader); on the others gradients are not synchronised and
         the prepared optimizer's ``step``/``zero_grad`` do nothing.
         """
-        prepared = self._prepared_ids
-        for model in models:
-            if id(model) not in prepared:
-                raise not_prepared_error(model, self._models, self.unwrap_model)
+        check_prepared(models, self._models, self.unwrap_model)
         if self.gradient_state.advance() or not models:
             return _NO_CONTEXT
         if len(models) == 1:
@@ -513,10 +530,8 @@ class Accelerator:
         if not self.gradient_state.sync_gradients:
             return None
         self.unscale_gradients()
-        try:
+        with NamedOperation("clip_grad_norm_"):  # sharded backends all-reduce the norm
             return self._clip_norm(parameters, max_norm, norm_type=norm_type)
-        except RuntimeError as exc:  # sharded backends all-reduce the norm
-            raise translated("clip_grad_norm_", exc) from exc
 
     def clip_grad_value_(
         self, parameters: Iterable[torch.Tensor] | torch.Tensor, clip_value: float
@@ -527,7 +542,7 @@ class Accelerator:
         self.unscale_gradients()
         self._clip_value(parameters, clip_value)
 
-    def autocast(self) -> AbstractContextManager:
+    def autocast(self) -> AbstractContextManager[Any]:
         """The precision's autocast for code outside the prepared model's forward (the loss)."""
         return contextlib.nullcontext() if self._autocast is None else self._autocast()
 
@@ -593,6 +608,10 @@ class Accelerator:
     def project_dir(self) -> str | None:
         return self.project_configuration.project_dir
 
+    @property
+    def logging_dir(self) -> str | None:
+        return self.project_configuration.logging_dir
+
     def register_for_checkpointing(self, *objects: Any) -> None:
         """Save and restore these objects (anything with ``state_dict``/``load_state_dict``)."""
         for obj in objects:
@@ -617,10 +636,7 @@ class Accelerator:
         ``async_save=True`` returns once the state is copied to host memory and writes it in the
         background (``async_checkpoint``); the next save, ``load_state`` and the exit wait for it.
         """
-        if async_save:
-            return str(save_state_async(self._training_objects(), output_dir))
-        wait_for_pending_save()
-        return str(checkpoint.save_state(self._training_objects(), output_dir))
+        return str(save_checkpoint(self._training_objects(), output_dir, async_save))
 
     def load_state(self, input_dir: str | os.PathLike[str] | None = None) -> str:
         """Restore a checkpoint (default: the latest complete one under ``project_dir``).
@@ -657,52 +673,15 @@ class Accelerator:
             dataloader = DataLoaderShard(dataloader, self.gradient_state, None)
         return dataloader.skip_batches(num_batches)
 
-    # ------------------------------------------------------------------ collectives
-
-    def gather(self, tensor: Any) -> Any:
-        """Concatenate every process's tensors (nested structures too) along dimension 0."""
-        return collectives.gather(tensor)
-
-    def gather_for_metrics(self, input_data: Any, use_gather_object: bool = False) -> Any:
-        """``gather``, minus the samples repeated to even out the last batch of the epoch.
-
-        Over a whole prepared evaluation loader the result holds exactly the dataset's samples,
-        in order. Data with any non-tensor leaf (or ``use_gather_object=True``) is gathered as
-        objects, as in Hugging Face Accelerate.
-        """
-        as_objects = (
-            use_gather_object
-            or collectives.non_tensor_leaf(input_data) is not None
-            or not collectives.tensor_leaves(input_data)
-        )
-        data = collectives.gather_object(input_data) if as_objects else self.gather(input_data)
-        loader = self.gradient_state.active_dataloader
-        real = loader.remainder if loader is not None and loader.end_of_dataloader else None
-        if real is None:
-            return data
-        if as_objects:
-            return data[:real]
-        return apply_to_tensors(lambda t: t[:real], data)
-
-    def reduce(self, tensor: Any, reduction: str = "sum", scale: float = 1.0) -> Any:
-        """Sum (or average, ``reduction="mean"``) every process's tensors."""
-        return collectives.reduce(tensor, reduction, scale)
-
-    def pad_across_processes(
-        self, tensor: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False
-    ) -> Any:
-        """Pad tensors along ``dim`` to the largest size any process has."""
-        return collectives.pad_across_processes(tensor, dim, pad_index, pad_first)
-
     # ------------------------------------------------------------------ processes
 
     def wait_for_everyone(self) -> None:
         self.state.wait_for_everyone()
 
-    def main_process_first(self) -> AbstractContextManager:
+    def main_process_first(self) -> AbstractContextManager[None]:
         return self.state.main_process_first()
 
-    def local_main_process_first(self) -> AbstractContextManager:
+    def local_main_process_first(self) -> AbstractContextManager[None]:
         return self.state.local_main_process_first()
 
     def on_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -713,7 +692,7 @@ class Accelerator:
 
     def split_between_processes(
         self, inputs: Any, apply_padding: bool = False
-    ) -> AbstractContextManager:
+    ) -> AbstractContextManager[Any]:
         return self.state.split_between_processes(inputs, apply_padding=apply_padding)
 
     def print(self, *args: Any, **kwargs: Any) -> None:
@@ -727,7 +706,6 @@ class Accelerator:
         opt)``.
         """
         self._models.clear()
-        self._prepared_ids = set()
         self._optimizers.clear()
         self._schedulers.clear()
         self._dataloaders.clear()
@@ -763,13 +741,21 @@ class Accelerator:
         return self.memory_tracker
 
     def end_training(self) -> None:
-        """Stop memory tracking, wait for every process, then tear down the process group."""
+        """Finish every tracker, stop memory tracking, wait for every process, then tear down
+        the process group. Safe to call twice; a tracker that fails to finish raises after the
+        others finished and every process arrived."""
+        failure: Exception | None = None
+        try:
+            self._tracking.end_training()
+        except Exception as exc:  # every process must still reach the barrier below
+            failure = exc
         if self.memory_tracker is not None:
             self.memory_tracker.stop()
-        self._guards.close()
-        wait_for_pending_save()
+        self._guards.close()  # and waits for an asynchronous save under way
         self.wait_for_everyone()
         teardown_process_group()
+        if failure is not None:
+            raise failure
 
     def __repr__(self) -> str:
         return (

@@ -34,6 +34,7 @@ from .checkpoint import (
     begin_save,
     core_files,
     finish_save,
+    save_state,
     write_files,
 )
 from .checkpoint_space import payload_bytes, write_failure
@@ -159,6 +160,17 @@ def save_state_async(objects: TrainingObjects, output_dir: str | os.PathLike[str
     return job.target
 
 
+def save_checkpoint(
+    objects: TrainingObjects, output_dir: str | os.PathLike[str] | None, async_save: bool
+) -> Path:
+    """``Accelerator.save_state``: after the save under way, a new one, in the background
+    (``async_save``) or before returning (``checkpoint.save_state``)."""
+    if async_save:
+        return save_state_async(objects, output_dir)
+    wait_for_pending_save()
+    return save_state(objects, output_dir)
+
+
 def wait_for_pending_save() -> Path | None:
     """Wait for the asynchronous save under way, if any; raise its error if it failed."""
     pending, _state["pending"] = _state["pending"], None
@@ -174,4 +186,4 @@ def _at_exit() -> None:
         os._exit(1)
 
 
-__all__ = ["save_state_async", "wait_for_pending_save"]
+__all__ = ["save_checkpoint", "save_state_async", "wait_for_pending_save"]

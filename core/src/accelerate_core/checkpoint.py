@@ -66,6 +66,8 @@ class ProjectConfiguration:
 
     Args:
         project_dir: root of the run; checkpoints go to ``project_dir/checkpoints``.
+        logging_dir: where trackers that write files (TensorBoard, Aim) write; default
+            ``project_dir``.
         automatic_checkpoint_naming: ``save_state()`` without a directory writes
             ``checkpoint_<n>`` (n = one more than the last complete one).
         total_limit: keep at most this many automatic checkpoints (the oldest are removed
@@ -73,8 +75,18 @@ class ProjectConfiguration:
     """
 
     project_dir: str | None = None
+    logging_dir: str | None = None
     automatic_checkpoint_naming: bool = True
     total_limit: int | None = None
+
+    def set_directories(self, project_dir: str | None = None) -> None:
+        """Set ``project_dir``, and ``logging_dir`` to it when no logging directory is set."""
+        self.project_dir = project_dir
+        if self.logging_dir is None:
+            self.logging_dir = project_dir
+
+    def __post_init__(self) -> None:
+        self.set_directories(self.project_dir)
 
 
 @dataclass
@@ -345,6 +357,7 @@ def begin_save(objects: TrainingObjects, output_dir: str | os.PathLike[str] | No
     registered = get_plugin_manager().registry()["backend"].get(state.backend)
     facts = {
         "world_size": state.num_processes,
+        "parallelism": objects.context.parallelism.sizes,
         "backend": state.backend,
         "mixed_precision": state.mixed_precision,
         "versions": versions(registered.distribution if registered else None),
@@ -451,7 +464,7 @@ def _load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | No
     manifest = read_manifest(directory)
     check_fits(
         manifest, directory, world_size=state.num_processes, backend=state.backend,
-        counts=objects.counts(),
+        counts=objects.counts(), parallelism=objects.context.parallelism.sizes,
     )  # fmt: skip
     verification = Verification(directory, manifest["files"])
     try:
@@ -512,7 +525,10 @@ def _read_core_files(
             name = f"grads_{rank}_model_{i}.safetensors"
             if name in manifest["files"]:
                 grads[i] = get_tensors(directory, name, manifest)
-    rng = get_object(directory, f"random_states_{rank}.bin", manifest)
+    # A checkpoint converted from HF Accelerate without its pickled RNG states has none.
+    rng_file = f"random_states_{rank}.bin"
+    converted = "converted_from" in manifest and rng_file not in manifest["files"]
+    rng = None if converted else get_object(directory, rng_file, manifest)
 
     def finish() -> None:
         objects.gradient_state.step = accumulation["step"]
@@ -524,7 +540,8 @@ def _read_core_files(
             else:
                 for parameter in parameters.values():
                     parameter.grad = None
-        restore_rng(objects.state, rng)
+        if rng is not None:
+            restore_rng(objects.state, rng)
 
     steps.append(finish)
     return read, steps

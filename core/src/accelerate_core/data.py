@@ -68,7 +68,7 @@ class DataLoaderShard:
         if skip and isinstance(loader, DataLoader) and loader.batch_sampler is not None:
             # Skip by index: the skipped batches are never loaded.
             return iter(_rebuild(loader, SkipBatches(loader.batch_sampler, skip)))
-        iterator = iter(loader)
+        iterator: Iterator[Any] = iter(loader)
         for _ in range(skip):
             next(iterator, None)
         return iterator
@@ -199,7 +199,7 @@ def library_sampler(loader: Any) -> SharedSeedRandomSampler | None:
     return None
 
 
-def _rebuild(dataloader: DataLoader, batch_sampler: Any) -> DataLoader:
+def _rebuild(dataloader: DataLoader[Any], batch_sampler: Any) -> DataLoader[Any]:
     """``dataloader`` with another batch sampler and every other setting kept."""
     settings = {k: getattr(dataloader, k) for k in LOADER_SETTINGS if hasattr(dataloader, k)}
     if settings.get("num_workers", 0) == 0:
@@ -225,10 +225,13 @@ class DataLoaderDispatcher(DataLoaderShard):
         process_index: int,
         split_batches: bool = False,
         even_batches: bool = True,
+        reader: bool | None = None,
     ) -> None:
         super().__init__(dataloader, gradient_state, place)
         self.num_processes = num_processes
         self.process_index = process_index
+        # The main process reads (it is data-parallel rank 0; so are its TP/CP peers).
+        self.reader = process_index == 0 if reader is None else reader
         self.split_batches = split_batches
         self.even_batches = even_batches
         self._remainder: int | None = None
@@ -262,10 +265,10 @@ class DataLoaderDispatcher(DataLoaderShard):
 
     def _dispatched(self) -> Iterator[Any]:
         self._remainder = None
-        iterator = iter(self.base_dataloader) if self.process_index == 0 else None
+        iterator = iter(self.base_dataloader) if self.reader else None
         while True:
             payloads: list[Any] = [None]
-            if self.process_index == 0:
+            if iterator is not None:  # the main process reads, the others receive
                 payloads = [self._round(iterator)]
             with during("dataloader dispatch"):
                 broadcast_object_list(payloads, from_process=0)
@@ -314,7 +317,7 @@ def _library_shuffled(batch_sampler: Any, dataset: Any, num_processes: int) -> A
 
 
 def prepare_data_loader(
-    dataloader: DataLoader,
+    dataloader: DataLoader[Any],
     num_processes: int,
     process_index: int,
     gradient_state: GradientState,
@@ -322,11 +325,18 @@ def prepare_data_loader(
     split_batches: bool = False,
     even_batches: bool = True,
     dispatch_batches: bool | None = None,
+    main_process: bool | None = None,
 ) -> DataLoaderShard:
-    """Return this process's share of ``dataloader`` as a prepared loader."""
+    """Return this process's share of ``dataloader`` as a prepared loader.
+
+    ``num_processes``/``process_index`` are the data-parallel size and rank (processes that
+    share a batch, as tensor-parallel ranks do, pass the same rank); ``main_process`` (given
+    when there are several processes) tells which one reads an iterable dataset and sends the
+    others their batches, so that processes sharing a data-parallel rank get the same ones.
+    """
     dataset = dataloader.dataset
     if isinstance(dataset, IterableDataset):
-        if num_processes == 1:
+        if num_processes == 1 and main_process is None:  # one process (TP peers: dispatched)
             return DataLoaderShard(dataloader, gradient_state, place)
         if dispatch_batches is False:
             raise ConfigurationError(
@@ -336,7 +346,7 @@ def prepare_data_loader(
             )
         return DataLoaderDispatcher(
             dataloader, gradient_state, place, num_processes, process_index, split_batches,
-            even_batches,
+            even_batches, main_process,
         )  # fmt: skip
     batch_sampler = dataloader.batch_sampler
     if batch_sampler is None:

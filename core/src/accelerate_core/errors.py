@@ -33,3 +33,7 @@ class CollectiveError(AccelerateCoreError, RuntimeError):
 
 class CheckpointError(AccelerateCoreError, RuntimeError):
     """A checkpoint is missing, incomplete, corrupt, or does not fit this run."""
+
+
+class TrackerError(AccelerateCoreError, RuntimeError):
+    """An experiment tracker failed; the message names the tracker and the call that failed."""

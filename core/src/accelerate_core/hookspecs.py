@@ -28,13 +28,18 @@ import pluggy
 
 from .specs import (
     BackendSpec,
+    CheckpointWeights,
     DeviceSpec,
     EnvironmentInfo,
+    LaunchAlias,
     LaunchOption,
+    MemoryEstimate,
     PluginContext,
     PrecisionSpec,
     PrepareRequest,
+    TrackerSpec,
 )
+from .tracker_base import GeneralTracker
 
 if TYPE_CHECKING:
     import torch
@@ -73,6 +78,33 @@ def accelerate_core_devices() -> list[DeviceSpec]:
     ``torch.accelerator`` (or CPU); the record for that device type supplies the process-group
     backend and the precisions it supports. An accelerator type with no record still works with
     generic defaults (gloo, no mixed precision).
+    """
+
+
+@hookspec
+def accelerate_core_trackers() -> list[TrackerSpec]:
+    """Return the experiment trackers this plugin provides (``TrackerSpec`` records).
+
+    Called on every plugin when the registry is built; same rules as ``accelerate_core_backends``
+    (cheap, nothing heavy imported, a name offered twice is a ``PluginConflictError``). Each
+    record names the tracker's library (``modules``) and the command that installs it; the
+    core checks that the library can be found without importing it. The core's built-in plugin
+    provides Hugging Face's trackers (``tensorboard``, ``wandb``, ``mlflow``, ``comet_ml``,
+    ``aim``, ``clearml``, ``dvclive``, ``swanlab``, ``trackio``); ``accel env`` lists them all.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_tracker_class(name: str) -> type[GeneralTracker] | None:
+    """Return the ``GeneralTracker`` subclass of the tracker ``name`` (asked of its owner).
+
+    Asked once per selected tracker, at ``Accelerator`` creation, of the plugin whose
+    ``accelerate_core_trackers`` registered ``name``. Import the class here, not at module
+    level; the class imports its library in ``start()``. The core instantiates it as
+    ``cls(project_name, logging_dir, **init_kwargs)`` when the record says
+    ``requires_logging_directory``, else ``cls(project_name, **init_kwargs)``, and calls
+    ``start``, ``store_init_configuration``, ``log`` and ``finish`` on the processes the
+    class's ``main_process_only`` names.
     """
 
 
@@ -131,6 +163,18 @@ def accelerate_core_device_memory_stats(device: torch.device) -> dict[str, int] 
 
 
 @hookspec(firstresult=True)
+def accelerate_core_device_memory_info(device: torch.device) -> tuple[int, int] | None:
+    """Return ``(free, total)`` bytes of ``device``, or ``None`` when they cannot be read.
+
+    Asked of the device's owner by big-model inference (``get_max_memory``, and so
+    ``infer_auto_device_map`` and ``device_map="auto"``) for the CPU and every index of the
+    accelerator torch drives, after one small tensor was created there. A device answering
+    ``None`` is left out of automatic device maps. The default reads
+    ``torch.accelerator.get_memory_info``.
+    """
+
+
+@hookspec(firstresult=True)
 def accelerate_core_synchronize(device: torch.device) -> bool | None:
     """Wait for all queued work on ``device``; return True when done (default: torch).
 
@@ -173,7 +217,9 @@ def accelerate_core_convert(
 
 
 @hookspec(firstresult=True)
-def accelerate_core_autocast(context: PluginContext) -> Callable[[], AbstractContextManager] | None:
+def accelerate_core_autocast(
+    context: PluginContext,
+) -> Callable[[], AbstractContextManager[Any]] | None:
     """Return a factory of the context manager that wraps every forward pass, or ``None``.
 
     Asked of the selected precision's owner once, at ``Accelerator`` creation (not asked when the
@@ -228,7 +274,7 @@ def accelerate_core_backward(context: PluginContext, scaler: Any) -> Callable[..
 @hookspec(firstresult=True)
 def accelerate_core_no_sync(
     context: PluginContext,
-) -> Callable[[torch.nn.Module], AbstractContextManager] | None:
+) -> Callable[[torch.nn.Module], AbstractContextManager[Any]] | None:
     """Return ``no_sync(model)``: a context in which backward does not synchronise gradients.
 
     Used on the micro-steps of gradient accumulation that do not step the optimizer, so only the
@@ -318,6 +364,39 @@ def accelerate_core_load_state(
     """
 
 
+@hookspec(firstresult=True)
+def accelerate_core_checkpoint_weights(
+    directory: str, manifest: dict[str, Any] | None, model: str, options: dict[str, Any]
+) -> CheckpointWeights | None:
+    """Return the full weights of ``model`` (``"model_0"``) in the checkpoint at ``directory``.
+
+    Asked of every plugin by ``accel merge-weights`` (offline, one process, no GPU), the first
+    answer wins: answer only for a checkpoint your backend wrote (``manifest["backend"]``, the
+    names it stored in ``manifest["backend_objects"]``) or for your library's own format when
+    there is no manifest (``manifest`` is ``None``); return ``None`` otherwise. ``options`` holds
+    the command's format options (``tag`` for DeepSpeed). Sharded formats consolidate here
+    (FSDP: ``torch.distributed.checkpoint`` shards; DeepSpeed: ZeRO partitions to fp32). The
+    core answers last, for the weights it stored itself (``model_<i>.safetensors``).
+    """
+
+
+@hookspec
+def accelerate_core_estimate_memory(
+    parameters: list[tuple[tuple[int, ...], int, bool]],
+    num_processes: int,
+    mixed_precisions: list[str],
+) -> list[MemoryEstimate]:
+    """Return what each rank would hold under this plugin's backend (``MemoryEstimate`` records).
+
+    Asked of every plugin by ``accel estimate-memory``, offline. ``parameters`` describes the
+    model's parameters, built on the meta device: ``(shape, element size in bytes, trainable)``
+    each; the optimizer is Adam/AdamW (two moments and a step count per trainable parameter).
+    Return one record per setting and precision of ``mixed_precisions`` your backend supports on
+    ``num_processes`` processes (nothing when it cannot run that many), computed the way your
+    backend lays the state out (how it shards, pads and keeps master copies).
+    """
+
+
 # --------------------------------------------------------------------------- launch
 
 
@@ -337,4 +416,22 @@ def accelerate_core_launch_options() -> list[LaunchOption]:
     is an error. Name options after the backend (``ddp-find-unused-parameters``): a name offered
     twice, or one that shadows a core option, is a ``PluginConflictError`` naming both
     distributions. The backend's own hooks still validate the values (unknown keys, choices).
+    """
+
+
+@hookspec
+def accelerate_core_launch_aliases() -> list[LaunchAlias]:
+    """Return Hugging Face Accelerate's launch flags and config keys this plugin gives meaning to.
+
+    Called on every plugin, like ``accelerate_core_launch_options``, when a launch command builds
+    its parser or reads a config file; must be cheap. Each ``LaunchAlias`` record becomes a
+    command-line flag of ``accel launch`` (``--use_fsdp``) and a key an HF config file may hold
+    (``fsdp_config: {fsdp_offload_params: true}`` is read as ``fsdp_offload_params``); its
+    ``translate`` turns the value into settings of ``accel launch`` options, or raises a
+    ``ConfigurationError`` naming what to use instead. A backend maps the names that concern it
+    (``use_fsdp``, ``fsdp_*``; ``use_deepspeed``, ``zero3_*``...); the core maps the general ones.
+    A name offered twice, or one that is another plugin's option, is a ``PluginConflictError``;
+    a name that is one of the plugin's own options (HF's ``fsdp_state_dict_type``) takes over its
+    underscore spelling and config key, and its ``translate`` accepts both vocabularies.
+    Two names that set one option to different values are an error naming both.
     """

@@ -201,6 +201,12 @@ class MemoryTracker:
     ) -> None:
         self.stop()
 
+    def latest(self) -> dict[str, int]:
+        """The last sample, in bytes: ``cpu_rss`` and, with a device, ``device_allocated`` and
+        ``device_reserved`` (what ``log_system_metrics`` sends to the trackers)."""
+        with self._lock:
+            return {name: series[-1] for name, series in self._series.items() if series}
+
     # ------------------------------------------------------------------ sampling
 
     def _device_stats(self) -> dict[str, int] | None:

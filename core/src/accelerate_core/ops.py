@@ -32,8 +32,9 @@ def apply_to_tensors(fn: Leaf, obj: Any, other: Leaf | None = None) -> Any:
             k: fn(v) if isinstance(v, Tensor) else apply_to_tensors(fn, v, other)
             for k, v in obj.items()
         }
+        mapping_type: Any = type(obj)  # dict, OrderedDict, ...: rebuilt as the same type
         try:
-            return type(obj)(items)
+            return mapping_type(items)
         except TypeError:
             return items
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -73,6 +73,18 @@ def check_optimizer_parameters(
         )
 
 
+def check_prepared(
+    models: Iterable[Any], prepared: list[Any], unwrap: Callable[[Any], Any]
+) -> None:
+    """``accumulate()``'s check, on every micro-step: no allocation, identity tests only."""
+    for model in models:
+        for known in prepared:
+            if model is known:
+                break
+        else:
+            raise not_prepared_error(model, prepared, unwrap)
+
+
 def not_prepared_error(model: Any, prepared: Iterable[Any], unwrap: Callable[[Any], Any]) -> Any:
     """The error for ``accumulate()`` given a model that ``prepare`` did not return."""
     inside = any(model is unwrap(m) for m in prepared)

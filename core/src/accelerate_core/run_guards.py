@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import collectives
+from .async_checkpoint import wait_for_pending_save
 from .checkpoint import checkpoints_root, complete_checkpoints
 from .checkpoint_io import read_manifest
 from .checkpoint_manifest import OBJECT_KINDS
@@ -97,7 +98,9 @@ class RunGuards:
             self.preemption.at_batch()
 
     def close(self) -> None:
+        """At ``end_training``: signals back to their handlers; an asynchronous save finished."""
         if self.preemption is not None:
             self.preemption.close()
         if self.accelerator.gradient_state.on_batch == self.on_batch:
             self.accelerator.gradient_state.on_batch = None
+        wait_for_pending_save()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from functools import wraps
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
@@ -24,7 +24,7 @@ from .errors import ConfigurationError, EnvironmentDetectionError, PluginNotInst
 from .launch_options import canonical_precision
 from .plugins import KNOWN_DISTRIBUTIONS, Registered, get_plugin_manager
 from .process_settings import check_world_size, launch_setting
-from .specs import BackendSpec, DeviceSpec, EnvironmentInfo
+from .specs import BackendSpec, DeviceSpec, EnvironmentInfo, PrecisionSpec
 
 SINGLE_PROCESS_BACKEND = "none"
 DEFAULT_DISTRIBUTED_BACKEND = "ddp"
@@ -37,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def detect_environment(environ: Mapping[str, str] | None = None) -> EnvironmentInfo:
     """Ask every environment detector; the answer with the highest priority wins."""
     environ = dict(os.environ if environ is None else environ)
-    answers = [
+    answers: list[EnvironmentInfo] = [
         a
         for a in get_plugin_manager().call_all(
             "accelerate_core_detect_environment", environ=environ
@@ -70,6 +70,7 @@ def choose_device(cpu: bool, environment: EnvironmentInfo) -> torch.device:
     if cpu or not torch.accelerator.is_available():
         return torch.device("cpu")
     accelerator = torch.accelerator.current_accelerator()
+    assert accelerator is not None  # is_available() said there is one
     count = torch.accelerator.device_count()
     if environment.local_rank >= count:
         raise EnvironmentDetectionError(
@@ -144,21 +145,27 @@ class PartialState:
         check_world_size(environment.world_size, environment.source, environment.rank)
         chosen = choose_backend(backend, environment)
         device_name = device or os.environ.get(DEVICE_ENV) or None
+        registered_device: Registered | None
         if device_name is not None:
             registered_device = choose_named_device(device_name, cpu)
             torch_type = registered_device.spec.torch_type
-            index = None if torch_type == "cpu" else environment.local_rank
-            device = torch.device(torch_type, index)
+            if torch_type == "cpu":
+                torch_device = torch.device(torch_type)
+            else:
+                torch_device = torch.device(torch_type, environment.local_rank)
         else:
-            device = choose_device(cpu, environment)
-            registered_device = manager.registry()["device"].get(device.type)
+            torch_device = choose_device(cpu, environment)
+            registered_device = manager.registry()["device"].get(torch_device.type)
         device_owner = registered_device.plugin if registered_device else manager.defaults
-        device_spec = registered_device.spec if registered_device else DeviceSpec(device.type)
+        device_spec = registered_device.spec if registered_device else DeviceSpec(torch_device.type)
         manager.call_owner(
-            "accelerate_core_setup_device", device_owner, device=device, environment=environment
+            "accelerate_core_setup_device",
+            device_owner,
+            device=torch_device,
+            environment=environment,
         )
         self.environment = environment
-        self.device = device
+        self.device = torch_device
         self.device_spec = device_spec
         self.device_owner = device_owner
         self.backend = chosen.spec.name
@@ -254,11 +261,11 @@ class PartialState:
         if first:
             self.wait_for_everyone()
 
-    def main_process_first(self) -> AbstractContextManager:
+    def main_process_first(self) -> AbstractContextManager[None]:
         """The main process runs the block first (say, to download), then the others."""
         return self._goes_first(self.is_main_process)
 
-    def local_main_process_first(self) -> AbstractContextManager:
+    def local_main_process_first(self) -> AbstractContextManager[None]:
         """The main process of each machine runs the block first, then the others."""
         return self._goes_first(self.is_local_main_process)
 
@@ -318,7 +325,8 @@ def split_for_process(inputs: Any, index: int, count: int, apply_padding: bool =
                 "split_between_processes needs every value of the dict to have the same length, "
                 f"got lengths {sorted(lengths)}"
             )
-        return type(inputs)(
+        mapping_type: Any = type(inputs)  # dict, OrderedDict, ...: rebuilt as the same type
+        return mapping_type(
             {k: split_for_process(v, index, count, apply_padding) for k, v in inputs.items()}
         )
     length = len(inputs)
@@ -336,6 +344,38 @@ class AcceleratorState:
     """The process state plus the selected mixed precision (shared like ``PartialState``)."""
 
     _shared_state: ClassVar[dict[str, Any]] = {}
+    partial: PartialState
+    mixed_precision: str
+    precision_spec: PrecisionSpec
+    precision_owner: object
+    initialized: bool
+    if TYPE_CHECKING:  # read from PartialState through __getattr__; declared for type checkers
+        environment: EnvironmentInfo
+        device: torch.device
+        device_spec: DeviceSpec
+        device_owner: object
+        backend: str
+        backend_spec: BackendSpec
+        backend_owner: object
+        cpu: bool
+        timeout: timedelta
+        process_index: int
+        num_processes: int
+        local_process_index: int
+        use_distributed: bool
+        is_main_process: bool
+        is_local_main_process: bool
+        is_last_process: bool
+
+        def wait_for_everyone(self) -> None: ...
+        def main_process_first(self) -> AbstractContextManager[None]: ...
+        def local_main_process_first(self) -> AbstractContextManager[None]: ...
+        def on_main_process(self, function: F) -> F: ...
+        def on_local_main_process(self, function: F) -> F: ...
+        def split_between_processes(
+            self, inputs: Any, apply_padding: bool = False
+        ) -> AbstractContextManager[Any]: ...
+        def print(self, *args: Any, **kwargs: Any) -> None: ...
 
     def __init__(
         self,
@@ -407,14 +447,15 @@ def attempt_store(world_size: int, timeout: timedelta) -> Any:
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
-    import torch.distributed as dist
+    # torch.distributed re-exports these without declaring it (strict mypy): their home module
+    from torch._C._distributed_c10d import PrefixStore, TCPStore
 
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    store = dist.TCPStore(
+    store = TCPStore(
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
         is_master=False, timeout=timeout,
     )  # fmt: skip
-    return dist.PrefixStore(f"accelerate_core/attempt_{attempt}", store)
+    return PrefixStore(f"accelerate_core/attempt_{attempt}", store)
 
 
 def teardown_process_group() -> None:

@@ -24,6 +24,7 @@ from ..plugins import (
 )
 from ..process_settings import launch_setting
 from ..state import DEFAULT_DISTRIBUTED_BACKEND, DEVICE_ENV, SINGLE_PROCESS_BACKEND, choose_device
+from ..tracker_set import library_installed
 from ..version import __version__
 
 
@@ -77,9 +78,22 @@ def collect() -> dict[str, Any]:
         info[kind + "s"] = {
             name: entry.distribution for name, entry in sorted(registry[kind].items())
         }
+    info["trackers"] = _trackers(registry["tracker"])
     info["selection"] = _selection(manager)
     info["launch"] = _launch_selection(manager)
     return info
+
+
+def _trackers(registered: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every known tracker: who registers it, whether its library is installed, how to get it."""
+    return {
+        name: {
+            "distribution": entry.distribution,
+            "installed": library_installed(entry.spec),
+            "install": entry.spec.install,
+        }
+        for name, entry in sorted(registered.items())
+    }
 
 
 def _device_names(torch: Any) -> list[str]:
@@ -179,6 +193,11 @@ def run(args: argparse.Namespace) -> int:
     for kind in ("backends", "precisions", "devices"):
         listed = ", ".join(f"{name} ({dist})" for name, dist in info[kind].items())
         print(f"- {kind}: {listed}")
+    ready = [f"{n} ({t['distribution']})" for n, t in info["trackers"].items() if t["installed"]]
+    print(f"- trackers: {', '.join(ready) or 'none installed'}")
+    for name, tracker in info["trackers"].items():
+        if not tracker["installed"]:
+            print(f"    {name}: library not installed ({tracker['install']})")
     print("- plugins:" + ("" if info["plugins"] else " none installed"))
     for plugin in info["plugins"]:
         where = f"{plugin['distribution']} {plugin['version']}"
