@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from accelerate_core import BackendSpec, LaunchOption, hookimpl
+from accelerate_core.specs import ExportedName
 
 NAME = "deepspeed"
 
@@ -22,8 +23,17 @@ def accelerate_core_backends() -> list[BackendSpec]:
             owns_precision=True,
             places_models=True,
             reduces_every_micro_step=True,  # ZeRO-2/3 reduce into partitioned gradients
+            distributed_type="DEEPSPEED",
         )
     ]
+
+
+@hookimpl
+def accelerate_core_exported_names() -> list[ExportedName]:
+    """HF's DeepSpeed names at ``accelerate_core.utils`` (none of them imports DeepSpeed)."""
+    where = {"DeepSpeedPlugin": "hf_plugin", "DummyOptim": "placeholders",
+             "DummyScheduler": "placeholders"}  # fmt: skip
+    return [ExportedName(n, f"{__package__}.{m}:{n}", NAME) for n, m in where.items()]
 
 
 def _runtime(context: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from accelerate_core import BackendSpec, LaunchOption, hookimpl
+from accelerate_core.specs import ExportedName
 
 NAME = "fsdp"
 
@@ -18,8 +19,16 @@ def accelerate_core_backends() -> list[BackendSpec]:
             "torch FSDP2 (fully_shard): shard parameters, gradients and optimizer state",
             min_processes=2,
             places_models=True,  # fully_shard places the shards; meta-device models stay put
+            distributed_type="FSDP",
         )
     ]
+
+
+@hookimpl
+def accelerate_core_exported_names() -> list[ExportedName]:
+    """HF's ``FullyShardedDataParallelPlugin`` at ``accelerate_core.utils``."""
+    target = f"{__package__}.hf_plugin:FullyShardedDataParallelPlugin"
+    return [ExportedName("FullyShardedDataParallelPlugin", target, NAME)]
 
 
 @hookimpl

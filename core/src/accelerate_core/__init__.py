@@ -1,5 +1,7 @@
 """accelerate-core: one PyTorch training script for CPU, one GPU, many GPUs and many nodes."""
 
+from typing import Any
+
 from .accelerator import Accelerator
 from .checkpoint import ProjectConfiguration
 from .collectives import (
@@ -10,6 +12,8 @@ from .collectives import (
     pad_across_processes,
     reduce,
 )
+from .data_loader import skip_first_batches
+from .distributed_type import DistributedType
 from .errors import (
     AccelerateCoreError,
     CheckpointError,
@@ -21,6 +25,7 @@ from .errors import (
     PluginNotInstalledError,
     TrackerError,
 )
+from .exported_names import resolve as _resolve
 from .hookspecs import hookimpl
 from .kwargs_handlers import AutocastKwargs, GradScalerKwargs
 from .launchers import notebook_launcher
@@ -39,7 +44,28 @@ from .specs import (
     TrackerSpec,
 )
 from .state import AcceleratorState, PartialState
+from .utils.dataclasses import (
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    GradientAccumulationPlugin,
+    InitProcessGroupKwargs,
+    ProfileKwargs,
+)
+from .utils.imports import is_rich_available
+from .utils.memory import find_executable_batch_size
+from .utils.random import synchronize_rng_states
 from .version import __version__
+
+# HF's backend-specific top-level names (DeepSpeedPlugin, FullyShardedDataParallelPlugin,
+# DDPCommunicationHookType) come from the backends' packages, looked up on first use.
+_LAZY = ("DDPCommunicationHookType", "DeepSpeedPlugin", "FullyShardedDataParallelPlugin")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return _resolve(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AccelerateCoreError",
@@ -50,6 +76,12 @@ __all__ = [
     "CheckpointError",
     "CollectiveError",
     "ConfigurationError",
+    "DataLoaderConfiguration",
+    "DistributedDataParallelKwargs",
+    "DistributedType",
+    "GradientAccumulationPlugin",
+    "InitProcessGroupKwargs",
+    "ProfileKwargs",
     "DeviceSpec",
     "EnvironmentDetectionError",
     "EnvironmentInfo",
@@ -69,6 +101,8 @@ __all__ = [
     "__version__",
     "broadcast",
     "broadcast_object_list",
+    "find_executable_batch_size",
+    "is_rich_available",
     "gather",
     "gather_object",
     "hookimpl",
@@ -78,5 +112,7 @@ __all__ = [
     "release_memory",
     "send_to_device",
     "set_seed",
+    "skip_first_batches",
+    "synchronize_rng_states",
     "track_memory",
 ]

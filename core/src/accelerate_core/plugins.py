@@ -22,7 +22,14 @@ from . import hookspecs
 from .builtin import BUILTIN_PLUGINS, defaults
 from .errors import PluginConflictError, PluginError, PluginNotInstalledError
 from .launch_options import CORE_OPTIONS, OPTION_TYPES
-from .specs import BackendSpec, DeviceSpec, LaunchOption, PrecisionSpec, TrackerSpec
+from .specs import (
+    BackendSpec,
+    DeviceSpec,
+    ExportedName,
+    LaunchOption,
+    PrecisionSpec,
+    TrackerSpec,
+)
 from .version import __version__
 
 ENTRY_POINT_GROUP = "accelerate_core"
@@ -256,6 +263,16 @@ class PluginManager:
         if strict and self._conflicts:
             raise PluginConflictError("; ".join(self._conflicts))
         return self._registry
+
+    def exported_names(self) -> dict[str, Registered]:
+        """``{name: Registered(ExportedName)}`` from every plugin; a name offered twice raises."""
+        before = len(self._conflicts)
+        found = self._collect("accelerate_core_exported_names", ExportedName)
+        clashes = self._conflicts[before:]
+        del self._conflicts[before:]
+        if clashes:
+            raise PluginConflictError("; ".join(clashes))
+        return found
 
     @property
     def conflicts(self) -> list[str]:

@@ -29,6 +29,11 @@ class BackendSpec:
             micro-step by design (DeepSpeed ZeRO-2/3 accumulate into partitioned gradients), so
             its ``no_sync`` cannot silence them; the conformance suite then does not require
             silent micro-steps.
+        distributed_type: the value ``Accelerator.distributed_type`` reports (HF's
+            ``DistributedType``: ``"FSDP"``, ``"DEEPSPEED"``, a new name for a new kind);
+            ``{device}`` is replaced by the device's word (``MULTI_{device}`` -> ``MULTI_GPU``).
+            Empty: ``MULTI_{device}`` for a distributed backend, ``NO`` otherwise; a
+            ``MULTI_...`` run of one process reports ``NO``.
     """
 
     name: str
@@ -38,6 +43,7 @@ class BackendSpec:
     owns_precision: bool = False
     places_models: bool = False
     reduces_every_micro_step: bool = False
+    distributed_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -221,3 +227,23 @@ class TrackerSpec:
     modules: tuple[str, ...] = ()
     requires_logging_directory: bool = False
     description: str = ""
+
+
+@dataclass(frozen=True)
+class ExportedName:
+    """A public name a plugin defines for the core's import paths (``accelerate_core.utils``).
+
+    Hugging Face Accelerate exports names that belong to one backend here
+    (``FullyShardedDataParallelPlugin``, ``DeepSpeedPlugin``, ``DDPCommunicationHookType``);
+    their backend's package defines them and returns these records, so the core stays
+    backend-agnostic and a script's ``from accelerate_core.utils import ...`` still works.
+
+    Attributes:
+        name: the attribute name users import.
+        target: ``"package.module:attribute"``, imported only when the name is used.
+        backend: the backend the name belongs to (for the error when it is not installed).
+    """
+
+    name: str
+    target: str
+    backend: str = ""
