@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -151,8 +152,8 @@ class Accelerator(HFMembers):
         self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
         self._sync_each_batch = hf.accumulation.sync_each_batch
         self._flag_tensor: torch.Tensor | None = None
-        self._save_state_hooks: dict[int, Callable[..., None]] = {}
-        self._load_state_hooks: dict[int, Callable[..., None]] = {}
+        self._save_state_hooks: dict[int, Callable[..., None]] = OrderedDict()
+        self._load_state_hooks: dict[int, Callable[..., None]] = OrderedDict()
         self.project_configuration = project_config or ProjectConfiguration()
         if project_dir is not None:
             self.project_configuration.set_directories(str(project_dir))

@@ -21,6 +21,7 @@ import torch
 from .collectives import run_collective
 from .distributed_type import DistributedType, distributed_type_for
 from .errors import ConfigurationError, EnvironmentDetectionError, PluginNotInstalledError
+from .gradient_state import GradientState  # noqa: F401 - HF imports it from accelerate.state
 from .launch_options import canonical_precision
 from .plugins import KNOWN_DISTRIBUTIONS, Registered, get_plugin_manager
 from .process_settings import check_world_size, launch_setting

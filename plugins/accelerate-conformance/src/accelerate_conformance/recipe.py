@@ -109,10 +109,12 @@ def hand_written(
                 scaler.step(optimizer)
                 scaler.update()
                 if scaler.get_scale() >= scale:  # a skipped step does not advance the schedule
-                    scheduler.step()
+                    for _ in range(world):  # HF's rule: one schedule step per process
+                        scheduler.step()
             else:
                 optimizer.step()
-                scheduler.step()
+                for _ in range(world):  # HF's rule: one schedule step per process
+                    scheduler.step()
             optimizer.zero_grad()
     return plain(model.state_dict())
 
