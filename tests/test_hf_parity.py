@@ -66,8 +66,9 @@ def test_same_steps_learning_rates_and_gathered_counts_as_hf_accelerate(scripts,
     expected_type = "NO" if processes == 1 else "MULTI_CPU"
     assert all(case["distributed_type"] == expected_type for case in ours.values())
     accumulated = ours["accumulation"]
-    # 13 batches of 4 per epoch, dealt to the processes; a schedule sized from the unprepared
-    # loader (13 * 2 epochs // 2 accumulation = 13 updates) reaches its end on any world size.
-    assert accumulated["scheduler_steps"] == (13 if processes == 1 else 16)
+    # 13 batches of 4 per epoch, dealt to the processes; the last batch of an epoch ends an
+    # accumulation cycle: 7 updates per epoch on 1 process, 4 (of 2 schedule steps) on 2. A
+    # schedule sized from the unprepared loader (13 * 2 epochs // 2 = 13) reaches its end on both.
+    assert accumulated["scheduler_steps"] == (14 if processes == 1 else 16)
     assert accumulated["learning_rates"][-1] == 0.0
     assert accumulated["gathered"] == ours["split_batches"]["gathered"] == 21
