@@ -28,7 +28,7 @@ from .errors import (
 from .exported_names import resolve as _resolve
 from .hookspecs import hookimpl
 from .kwargs_handlers import AutocastKwargs, GradScalerKwargs
-from .launchers import notebook_launcher
+from .launchers import debug_launcher, notebook_launcher
 from .memory import release_memory
 from .memory_tracker import MemoryTracker, track_memory
 from .ops import send_to_device
@@ -101,6 +101,7 @@ __all__ = [
     "__version__",
     "broadcast",
     "broadcast_object_list",
+    "debug_launcher",
     "find_executable_batch_size",
     "is_rich_available",
     "gather",

@@ -146,9 +146,6 @@ class Accelerator(HFMembers):
             "precision", self.state.mixed_precision, hf.precision_options(precision_options)
         )
         self.device_placement = device_placement
-        self.split_batches = hf.dataloader.split_batches
-        self.even_batches = hf.dataloader.even_batches
-        self.dispatch_batches = hf.dataloader.dispatch_batches
         self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
         self._sync_each_batch = hf.accumulation.sync_each_batch
         self._flag_tensor: torch.Tensor | None = None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import DataLoaderDispatcher, DataLoaderShard, prepare_data_loader
+from .data import DataLoaderDispatcher, DataLoaderShard, SkipBatches, prepare_data_loader
 from .gradient_state import GradientState
-from .samplers import SharedSeedRandomSampler
+from .samplers import BatchSamplerShard, SharedSeedRandomSampler
 
 
 def skip_first_batches(dataloader: Any, num_batches: int = 0) -> Any:
@@ -20,10 +20,13 @@ def skip_first_batches(dataloader: Any, num_batches: int = 0) -> Any:
     return dataloader.skip_batches(num_batches)
 
 
-# HF's name for the seedable sampler prepared loaders shuffle with.
+# HF's names for the seedable sampler prepared loaders shuffle with, and the batch skipper.
 SeedableRandomSampler = SharedSeedRandomSampler
+SkipBatchSampler = SkipBatches
 
 __all__ = [
+    "BatchSamplerShard",
+    "SkipBatchSampler",
     "DataLoaderDispatcher",
     "DataLoaderShard",
     "SeedableRandomSampler",

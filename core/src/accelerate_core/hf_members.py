@@ -10,6 +10,7 @@ small; the ``Accelerator`` inherits these.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -71,6 +72,36 @@ class HFMembers:
         return self._hf.dataloader
 
     @property
+    def split_batches(self) -> bool:
+        return self._hf.dataloader.split_batches
+
+    @property
+    def dispatch_batches(self) -> bool | None:
+        return self._hf.dataloader.dispatch_batches
+
+    @property
+    def even_batches(self) -> bool:
+        return self._hf.dataloader.even_batches
+
+    @even_batches.setter
+    def even_batches(self, value: bool) -> None:
+        """Applies to dataloaders prepared afterwards."""
+        self._hf.dataloader.even_batches = value
+
+    @property
+    def save_iteration(self) -> int:
+        return self.project_configuration.iteration
+
+    @property
+    def is_fsdp2(self) -> bool:
+        return self.state.backend == "fsdp"
+
+    @property
+    def should_save_model(self) -> bool:
+        """Whether this process should write model files (``save_model`` gathers itself)."""
+        return True
+
+    @property
     def use_seedable_sampler(self) -> bool:
         return True  # prepared loaders always shuffle with a library-owned, saved seed
 
@@ -112,6 +143,44 @@ class HFMembers:
     def step(self) -> int:
         """Micro-steps since the last synchronising one (HF's ``accelerator.step``)."""
         return self.gradient_state.step
+
+    # ------------------------------------------------------------------ processes
+
+    def on_process(
+        self, function: Callable[..., Any] | None = None, process_index: int | None = None
+    ) -> Any:
+        """Decorator: run ``function`` only on the process of rank ``process_index``."""
+        if function is None:
+            return lambda f: self.on_process(f, process_index)
+        return self._only_when(function, lambda: self.process_index == process_index)
+
+    def on_local_process(
+        self, function: Callable[..., Any] | None = None, local_process_index: int | None = None
+    ) -> Any:
+        """Decorator: run ``function`` only on the process of local rank ``local_process_index``."""
+        if function is None:
+            return lambda f: self.on_local_process(f, local_process_index)
+        return self._only_when(function, lambda: self.local_process_index == local_process_index)
+
+    def on_last_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: run ``function`` only on the last process."""
+        return self._only_when(function, lambda: self.is_last_process)
+
+    @staticmethod
+    def _only_when(function: Callable[..., Any], condition: Callable[[], bool]) -> Any:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs) if condition() else None
+
+        return wrapper
+
+    def verify_device_map(self, model: torch.nn.Module) -> bool:
+        """True when ``model`` was dispatched over several devices (``hf_device_map``)."""
+        for module in model.modules():
+            device_map = getattr(module, "hf_device_map", None)
+            if isinstance(device_map, dict) and len(set(device_map.values())) > 1:
+                return True
+        return False
 
     # ------------------------------------------------------------------ saving
 
