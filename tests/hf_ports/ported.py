@@ -207,8 +207,9 @@ def run_case(case: Case, processes: int, directory: Path, timeout: float = 600) 
 
 def _reason(output: str, code: int, missing: list[str], unwanted: list[str]) -> str:
     if code != 0:
-        errors = [line for line in output.splitlines() if re.match(r"^\w*(Error|Exception)", line)]
-        return errors[-1] if errors else output.strip().splitlines()[-1]
+        errors = re.findall(r"^\s*(?:\[rank\d+\]:\s*)?(\w+(?:Error|Exception)\b.*)$", output, re.M)
+        lines = [line for line in output.splitlines() if line.strip(" =")]
+        return errors[0] if errors else (lines[-1] if lines else f"exit code {code}")
     return f"output lacks {missing}" if missing else f"output has {unwanted}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import PIL.Image  # noqa: F401 - torchvision imports it; HF's image examples rely on that
 import torch
 
 
