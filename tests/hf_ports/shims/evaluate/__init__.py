@@ -11,7 +11,9 @@ class GlueMrpc:
         self.predictions += [int(p) for p in predictions]
         self.references += [int(r) for r in references]
 
-    def compute(self):
+    def compute(self, predictions=None, references=None):
+        if predictions is not None:
+            self.add_batch(predictions, references)
         pairs = list(zip(self.predictions, self.references))
         self.predictions, self.references = [], []
         true_positive = sum(1 for p, r in pairs if p == r == 1)
