@@ -32,7 +32,9 @@ for layer, modules in enumerate(
     [
         # records and primitives: no behaviour of the plugin system
         "errors specs version launch_options option_checks kwargs_handlers gradient_state ops "
-        "memory checkpoint_io logger_type tracker_base tracker_values",
+        "memory checkpoint_io logger_type tracker_base tracker_values distributed_type "
+        "utils.dataclasses utils.imports utils.constants utils.versions utils.environment "
+        "utils.memory hf_arguments local_sgd",
         "hookspecs",
         "builtin builtin.defaults builtin.devices builtin.environments builtin.precisions "
         "builtin.single_process builtin.trackers trackers trackers.aim trackers.clearml "
@@ -42,7 +44,8 @@ for layer, modules in enumerate(
         # settings / state / data / collectives
         "process_settings config_files launch_settings state collectives samplers data seeding "
         "optimizer scheduler memory_tracker model_files checkpoint_manifest tracker_set "
-        "tracker_metrics",
+        "tracker_metrics exported_names utils.operations utils.other utils.random logging "
+        "data_loader hf_members",
         "checkpoint launchers",
         "accelerator tracking utils utils.tqdm testing cli cli.config cli.env cli.launch cli.main "
         "cli.memory cli.test_command cli.worker cli.training_check",
