@@ -93,6 +93,39 @@ def _ddp_kwargs() -> dict:
     }
 
 
+def _gradient_sync() -> dict:
+    """Are the gradients equal on both ranks (synchronised) after each way of calling backward?"""
+    from accelerate_core.utils import GradientAccumulationPlugin
+
+    def synced(accelerator, model) -> bool:
+        grads = accelerator.gather(model.module.weight.grad.detach().clone())
+        return torch.equal(grads[0], grads[1])
+
+    out = {}
+    accelerator = _fresh()
+    torch.manual_seed(0)
+    model = accelerator.prepare(torch.nn.Linear(3, 1))
+    x = torch.full((2, 3), accelerator.process_index + 1.0)  # different data on each rank
+    with accelerator.no_sync(model):
+        model(x).sum().backward()
+    out["no_sync"] = synced(accelerator, model)
+    with accelerator.no_sync(model):
+        loss = model(x).sum()
+        with accelerator.trigger_sync_in_backward(model):
+            accelerator.backward(loss)
+    out["triggered"] = synced(accelerator, model)
+
+    plugin = GradientAccumulationPlugin(num_steps=2, sync_each_batch=True)
+    for each_batch in (False, True):
+        plugin.sync_each_batch = each_batch
+        accelerator = _fresh(gradient_accumulation_plugin=plugin)
+        model = accelerator.prepare(torch.nn.Linear(3, 1))
+        with accelerator.accumulate(model):  # the first micro-step of two
+            accelerator.backward(model(x).sum())
+        out[f"micro_step_sync_each_batch={each_batch}"] = synced(accelerator, model)
+    return out
+
+
 def _compiled(dynamo_backend: str | None) -> dict:
     accelerator = _fresh(dynamo_backend=dynamo_backend)
     torch.manual_seed(0)
@@ -147,6 +180,7 @@ def hf_behaviours() -> dict:
     out["schedule_accumulated"] = _schedule_steps(gradient_accumulation_steps=2)
     out["schedule_split"] = _schedule_steps(split_batches=True)
     out["local_sgd"] = _local_sgd()
+    out["gradient_sync"] = _gradient_sync()
     out["ddp_kwargs"] = _ddp_kwargs()
     fsdp = _fresh(fsdp_plugin=FullyShardedDataParallelPlugin(sharding_strategy="SHARD_GRAD_OP"))
     out["fsdp"] = (fsdp.backend, fsdp.distributed_type.value,
@@ -187,6 +221,16 @@ def test_local_sgd_trains_apart_and_averages_every_k_steps(ranks):
         torch.testing.assert_close(local["after"][1], local["average"][1])  # averaged at 2
         assert not torch.equal(local["after"][0], local["average"][0])  # not at step 1
     torch.testing.assert_close(ranks[0]["local_sgd"]["after"][1], ranks[1]["local_sgd"]["after"][1])
+
+
+def test_trigger_sync_in_backward_and_sync_each_batch(ranks):
+    for out in ranks:
+        assert out["gradient_sync"] == {
+            "no_sync": False,
+            "triggered": True,
+            "micro_step_sync_each_batch=False": False,
+            "micro_step_sync_each_batch=True": True,
+        }
 
 
 def test_ddp_kwargs_reach_ddp_and_fsdp_plugin_selects_fsdp(ranks):
