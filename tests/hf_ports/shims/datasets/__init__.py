@@ -95,7 +95,7 @@ def load_dataset(path, name=None, split=None, **kwargs):
     if (path, name) in {("nyu-mll/glue", "mrpc"), ("glue", "mrpc")}:
         found = DatasetDict({"train": _pairs(160, generator), "validation": _pairs(48, generator)})
     elif path in ("Salesforce/wikitext", "wikitext"):
-        found = DatasetDict({"train": _text(120, generator), "validation": _text(40, generator),
+        found = DatasetDict({"train": _text(510, generator), "validation": _text(40, generator),
                              "test": _text(40, generator)})  # fmt: skip
     else:
         raise ValueError(f"the offline stand-in has no dataset {path} {name}")
