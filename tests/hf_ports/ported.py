@@ -75,6 +75,7 @@ DEEPSPEED_EXAMPLE_ARGS = (
     "--dataset_name", "wikitext", "--dataset_config_name", "wikitext-2-raw-v1",
     "--model_name_or_path", "tiny", "--block_size", "8", "--num_train_epochs", "1",
     "--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2",
+    "--output_dir", "{dir}/out",
 )  # fmt: skip
 CASES = [
     Case("nlp_example", f"{EX}/nlp_example.py"),
@@ -131,7 +132,11 @@ CASES = [
     Case("ddp_comm_hook", f"{BF}/ddp_comm_hook.py", (Run(("--ddp_comm_hook", "fp16")),)),
     Case("memory", f"{BF}/memory.py"),
     Case("automatic_gradient_accumulation", f"{BF}/automatic_gradient_accumulation.py"),
-    Case("fsdp_with_peak_mem_tracking", f"{BF}/fsdp_with_peak_mem_tracking.py"),
+    Case(
+        "fsdp_with_peak_mem_tracking",
+        f"{BF}/fsdp_with_peak_mem_tracking.py",
+        (Run(("--model_name_or_path", "tiny")),),
+    ),
     Case(
         "deepspeed_with_config_support",
         f"{BF}/deepspeed_with_config_support.py",

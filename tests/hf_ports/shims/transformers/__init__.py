@@ -7,7 +7,9 @@ causal language model stand in for the pretrained checkpoints the examples downl
 from __future__ import annotations
 
 import enum
+import json
 import math
+import os
 import random
 from dataclasses import dataclass
 
@@ -35,8 +37,23 @@ class BatchEncoding(dict):
             raise AttributeError(name) from None
 
 
+class Pretrained:
+    """``save_pretrained`` as the examples call it (weights through ``save_function``)."""
+
+    def save_pretrained(self, directory, is_main_process=True, save_function=torch.save,
+                        state_dict=None, **kwargs):  # fmt: skip
+        os.makedirs(directory, exist_ok=True)
+        if is_main_process:
+            save_function(state_dict or self.state_dict(), os.path.join(directory, "model.bin"))
+
+
 class Tokenizer:
     model_max_length = 64
+
+    def save_pretrained(self, directory, **kwargs):
+        os.makedirs(directory, exist_ok=True)
+        with open(os.path.join(directory, "vocab.json"), "w") as f:
+            json.dump(self.ids, f)
 
     def __init__(self):
         self.ids = {word: index for index, word in enumerate(VOCABULARY)}
@@ -97,7 +114,7 @@ class ModelOutput:
         return (self.loss, self.logits)[index]
 
 
-class TinyClassifier(torch.nn.Module):
+class TinyClassifier(Pretrained, torch.nn.Module):
     """Mean of token embeddings -> two logits (a stand-in for BERT's classifier)."""
 
     def __init__(self):
@@ -113,7 +130,7 @@ class TinyClassifier(torch.nn.Module):
         return ModelOutput(loss, logits)
 
 
-class TinyCausalLM(torch.nn.Module):
+class TinyCausalLM(Pretrained, torch.nn.Module):
     """Embedding -> one GRU layer -> vocabulary logits (a stand-in for a causal LM)."""
 
     def __init__(self):
@@ -142,13 +159,18 @@ class TinyCausalLM(torch.nn.Module):
         return self.embed
 
 
+class TinyConfig:
+    model_type = "tiny"
+
+
 class AutoConfig:
     @staticmethod
     def from_pretrained(name, **kwargs):
-        return {"name": name}
+        return TinyConfig()
 
 
-MODEL_MAPPING = {"tiny": TinyCausalLM}
+CONFIG_MAPPING = {"tiny": TinyConfig}
+MODEL_MAPPING = {TinyConfig: TinyCausalLM}
 
 
 class AutoModelForSequenceClassification:
