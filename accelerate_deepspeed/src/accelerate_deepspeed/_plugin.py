@@ -23,6 +23,7 @@ def accelerate_core_backends() -> list[BackendSpec]:
             owns_precision=True,
             places_models=True,
             reduces_every_micro_step=True,  # ZeRO-2/3 reduce into partitioned gradients
+            steps_schedulers=True,  # engine.step() steps the LR scheduler once per update
             distributed_type="DEEPSPEED",
         )
     ]

@@ -29,6 +29,10 @@ class BackendSpec:
             micro-step by design (DeepSpeed ZeRO-2/3 accumulate into partitioned gradients), so
             its ``no_sync`` cannot silence them; the conformance suite then does not require
             silent micro-steps.
+        steps_schedulers: True when the backend's engine steps the LR scheduler itself, once per
+            optimizer update (DeepSpeed, as in HF), so the prepared scheduler's ``step()`` does
+            nothing; otherwise the core's prepared scheduler follows HF's rule (``num_processes``
+            steps per update). The conformance suite's reference follows this.
         distributed_type: the value ``Accelerator.distributed_type`` reports (HF's
             ``DistributedType``: ``"FSDP"``, ``"DEEPSPEED"``, a new name for a new kind);
             ``{device}`` is replaced by the device's word (``MULTI_{device}`` -> ``MULTI_GPU``).
@@ -43,6 +47,7 @@ class BackendSpec:
     owns_precision: bool = False
     places_models: bool = False
     reduces_every_micro_step: bool = False
+    steps_schedulers: bool = False
     distributed_type: str = ""
 
 
