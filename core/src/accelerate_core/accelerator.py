@@ -148,7 +148,7 @@ class Accelerator(HFMembers):
         self.device_placement = device_placement
         self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
         self._sync_each_batch = hf.accumulation.sync_each_batch
-        self._flag_tensor: torch.Tensor | None = None
+        self._flag_tensor = None
         self._save_state_hooks: dict[int, Callable[..., None]] = OrderedDict()
         self._load_state_hooks: dict[int, Callable[..., None]] = OrderedDict()
         self.project_configuration = project_config or ProjectConfiguration()

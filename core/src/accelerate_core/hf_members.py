@@ -41,12 +41,9 @@ def check_accumulation_steps(value: Any) -> int:
 class HFMembers:
     """Mixin of the ``Accelerator``: HF's members that are not the training loop itself."""
 
-    # Set by Accelerator.__init__.
-    state: Any
-    gradient_state: Any
-    project_configuration: Any
-    _hf: Any
-    _flag_tensor: torch.Tensor | None
+    # Uses the Accelerator's state, gradient_state, project_configuration and _hf (the resolved
+    # HF arguments), set by Accelerator.__init__.
+    _flag_tensor: torch.Tensor | None = None  # set_trigger/check_trigger
 
     # ------------------------------------------------------------------ properties
 
