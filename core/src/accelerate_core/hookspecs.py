@@ -103,6 +103,7 @@ def accelerate_core_tracker_class(name: str) -> type[GeneralTracker] | None:
     ``requires_logging_directory``, else ``cls(project_name, **init_kwargs)``, and calls
     ``start``, ``store_init_configuration``, ``log`` and ``finish`` on the processes the
     class's ``main_process_only`` names.
+    """
 
 
 @hookspec
