@@ -8,7 +8,6 @@ backward, no-sync, clipping, optimizer step); the per-step methods call those di
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 from collections import OrderedDict
@@ -231,17 +230,6 @@ class Accelerator(HFMembers):
         self._clip_norm: Callable[..., torch.Tensor | None] = ask("accelerate_core_clip_grad_norm")
         self._clip_value = ask("accelerate_core_clip_grad_value")
         self._optimizer_step = ask("accelerate_core_optimizer_step", scaler=self.scaler)
-
-    def _set_accumulation_steps(self, steps: int) -> None:
-        """A new accumulation count: the plugins get a new context and are asked again (a
-        backend engine built with the old count then asks for ``prepare`` again)."""
-        self.gradient_state.num_steps = steps
-        self.plugin_context = dataclasses.replace(
-            self.plugin_context, gradient_accumulation_steps=steps
-        )
-        self._resolve_backend_callables()
-        for optimizer in self._optimizers:
-            optimizer._step = self._optimizer_step
 
     # ------------------------------------------------------------------ process facts
 
@@ -685,32 +673,6 @@ class Accelerator(HFMembers):
     ) -> Any:
         """Pad tensors along ``dim`` to the largest size any process has."""
         return collectives.pad_across_processes(tensor, dim, pad_index, pad_first)
-
-    # ------------------------------------------------------------------ processes
-
-    def wait_for_everyone(self) -> None:
-        self.state.wait_for_everyone()
-
-    def main_process_first(self) -> AbstractContextManager[None]:
-        return self.state.main_process_first()
-
-    def local_main_process_first(self) -> AbstractContextManager[None]:
-        return self.state.local_main_process_first()
-
-    def on_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        return self.state.on_main_process(function)
-
-    def on_local_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        return self.state.on_local_main_process(function)
-
-    def split_between_processes(
-        self, inputs: Any, apply_padding: bool = False
-    ) -> AbstractContextManager[Any]:
-        return self.state.split_between_processes(inputs, apply_padding=apply_padding)
-
-    def print(self, *args: Any, **kwargs: Any) -> None:
-        """``print`` once per machine (on the local main process)."""
-        self.state.print(*args, **kwargs)
 
     def free_memory(self, *objects: Any) -> list[None]:
         """Forget every prepared object, collect garbage and empty the device cache.

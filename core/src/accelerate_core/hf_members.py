@@ -10,9 +10,11 @@ small; the ``Accelerator`` inherits these.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -143,6 +145,30 @@ class HFMembers:
 
     # ------------------------------------------------------------------ processes
 
+    def wait_for_everyone(self) -> None:
+        self.state.wait_for_everyone()
+
+    def main_process_first(self) -> AbstractContextManager[None]:
+        return self.state.main_process_first()
+
+    def local_main_process_first(self) -> AbstractContextManager[None]:
+        return self.state.local_main_process_first()
+
+    def on_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        return self.state.on_main_process(function)
+
+    def on_local_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        return self.state.on_local_main_process(function)
+
+    def split_between_processes(
+        self, inputs: Any, apply_padding: bool = False
+    ) -> AbstractContextManager[Any]:
+        return self.state.split_between_processes(inputs, apply_padding=apply_padding)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """``print`` once per machine (on the local main process)."""
+        self.state.print(*args, **kwargs)
+
     def on_process(
         self, function: Callable[..., Any] | None = None, process_index: int | None = None
     ) -> Any:
@@ -178,6 +204,17 @@ class HFMembers:
             if isinstance(device_map, dict) and len(set(device_map.values())) > 1:
                 return True
         return False
+
+    def _set_accumulation_steps(self, steps: int) -> None:
+        """A new accumulation count: the plugins get a new context and are asked again (a
+        backend engine built with the old count then asks for ``prepare`` again)."""
+        self.gradient_state.num_steps = steps
+        self.plugin_context = dataclasses.replace(
+            self.plugin_context, gradient_accumulation_steps=steps
+        )
+        self._resolve_backend_callables()
+        for optimizer in self._optimizers:
+            optimizer._step = self._optimizer_step
 
     # ------------------------------------------------------------------ saving
 
