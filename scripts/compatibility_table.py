@@ -82,6 +82,9 @@ DIFFERENTLY = {
     "accelerate.Accelerator dataloader_config": "the given DataLoaderConfiguration (or one built "
     "from split_batches/even_batches/dispatch_batches arguments, which this core still takes)",
     "accelerate.Accelerator multi_device": "from the backend's distributed type",
+    "accelerate.Accelerator deepspeed_plugin": "the DeepSpeedPlugin given to the Accelerator; "
+    "None when DeepSpeed was selected by name or by accel launch (its options are then "
+    "backend_options)",
     "accelerate.Accelerator should_save_model": "always True: save_model gathers itself",
     "accelerate.utils GradientAccumulationPlugin": "adjust_scheduler has no effect: prepared "
     "schedulers never step on micro-steps",
