@@ -199,6 +199,23 @@ def test_find_executable_batch_size_retries_on_out_of_memory_and_frees_the_faile
     assert all(ref() is None for ref in leftovers[:-1])
 
 
+def test_find_executable_batch_size_retries_on_a_real_cpu_allocation_failure():
+    """No injection: the CPU allocator itself refuses 2**62, 2**55 and 2**49 bytes (more than any
+    address space), then a smaller try goes through (``torch.empty`` touches no page)."""
+    from accelerate_core.utils import find_executable_batch_size
+
+    tried = []
+
+    @find_executable_batch_size(starting_batch_size=62)
+    def allocate(batch_size: int) -> int:
+        tried.append(batch_size)
+        torch.empty(2**batch_size, dtype=torch.uint8)
+        return batch_size
+
+    fitted = allocate()
+    assert tried[:3] == [62, 55, 49] and fitted <= 44 and tried[-1] == fitted
+
+
 def test_find_executable_batch_size_lets_other_errors_through_and_stops_at_zero():
     from accelerate_core.utils import find_executable_batch_size
 
