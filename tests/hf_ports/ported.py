@@ -70,6 +70,12 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
 
 
+# Trackers (log_with="all") write offline, under the run's directory.
+TRACKER_ENV = {
+    "WANDB_MODE": "offline", "WANDB_DIR": "{dir}", "WANDB_SILENT": "true",
+    "MLFLOW_TRACKING_URI": "file:{dir}/mlruns", "MLFLOW_ALLOW_FILE_STORE": "true",
+    "TRACKIO_DIR": "{dir}/trackio",
+}  # fmt: skip
 EX, BF = "examples", "examples/by_feature"
 DEEPSPEED_EXAMPLE_ARGS = (
     "--dataset_name", "wikitext", "--dataset_config_name", "wikitext-2-raw-v1",
@@ -172,8 +178,10 @@ def run_case(case: Case, processes: int, directory: Path, timeout: float = 600) 
         for k, v in os.environ.items()
         if not k.startswith(("ACCELERATE_", "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))
     }
-    env.update(PYTHONPATH=str(HERE / "shims"), OMP_NUM_THREADS="1", WANDB_MODE="offline",
-               **case.env)  # fmt: skip
+    env.update(PYTHONPATH=str(HERE / "shims"), OMP_NUM_THREADS="1")
+    env.update(
+        {k: v.replace("{dir}", str(directory)) for k, v in {**TRACKER_ENV, **case.env}.items()}
+    )
     launcher = [sys.executable]
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone",
