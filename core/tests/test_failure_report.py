@@ -17,9 +17,17 @@ def test_a_rank_without_an_error_file_is_described_in_words_not_as_none(tmp_path
     assert exited.error_file_data["message"] == "<NONE>"  # what torch gives us
     text, code = describe_failure(ChildFailedError("train.py", {1: exited, 0: killed}))
     assert "<NONE>" not in text
-    assert (
-        text.splitlines()[0] == "rank 1 (local rank 1, pid 102) failed first: it exited with code 3"
-    )
-    assert "(no traceback recorded: the process exited without raising in Python)" in text
-    assert "  rank 0: signal SIGKILL" in text.splitlines()
+    # A death by signal is a root cause (issue 17): it comes first, the exit after it.
+    assert text.splitlines()[:2] == [
+        "rank 0 (local rank 0, pid 101) failed first: it was killed by SIGKILL (out of memory? "
+        "the kernel's OOM killer sends SIGKILL; see dmesg)",
+        "(no traceback: the process was killed, it did not raise in Python)",
+    ]
+    assert "  rank 1: exit code 3" in text.splitlines()
+    assert code == 128 + int(signal.SIGKILL)
+    text, code = describe_failure(ChildFailedError("train.py", {1: exited}))
+    assert text.splitlines() == [
+        "rank 1 (local rank 1, pid 102) failed first: it exited with code 3",
+        "(no traceback recorded: the process exited without raising in Python)",
+    ]
     assert code == 3
