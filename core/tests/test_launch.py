@@ -191,6 +191,34 @@ def test_a_rank_killed_by_a_signal_is_the_root_cause(tmp_path, name, hint):
     assert elapsed < 30
 
 
+EXITS_IN_A_COLLECTIVE = """
+import sys, time
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+dist.barrier()
+if dist.get_rank() == 1:
+    sys.exit(3)  # the cause; rank 0, in the barrier below, then fails with "Connection closed"
+dist.barrier()
+time.sleep(60)
+"""
+
+
+def test_a_rank_that_calls_sys_exit_is_blamed_not_the_peer_it_left_waiting(tmp_path):
+    """torch stamps a failure without an error file in whole seconds; the peer's error is exact.
+    The worker records the time of ``sys.exit`` so rank 1 is named first, with where it exited."""
+    path = script(tmp_path, EXITS_IN_A_COLLECTIVE)
+    result, elapsed = accel("launch", "--cpu", "--num-processes", "2", str(path), cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    summary = result.stderr.split("accel launch: ", 1)[1]
+    assert summary.startswith("rank 1 (local rank 1, pid "), summary
+    assert "failed first: it exited with code 3\n" in summary
+    assert "    sys.exit(3)" in summary and "SystemExit: 3" in summary
+    assert "the other ranks ended after it:\n  rank 0: exit code 1 (" in summary
+    assert "[rank 0] stopped after rank 1 failed: " in result.stderr  # no traceback of rank 0
+    assert elapsed < 30
+
+
 EXITS_3 = """
 import os, sys, time
 if os.environ.get("RANK", "0") == "1" or os.environ.get("WORLD_SIZE", "1") == "1":

@@ -48,7 +48,10 @@ def run_target(target: str, args: list[str], module: bool = False) -> int:
             sys.path[0] = os.path.dirname(os.path.abspath(target))
             runpy.run_path(target, run_name="__main__")
     except SystemExit as exc:
-        return exit_code(exc.code)
+        code = exit_code(exc.code)
+        if code and not (code == PREEMPTED_EXIT_CODE and _preempted_under_launcher()):
+            record_exit(exc)
+        return code
     except BaseException as exc:  # report every failure, KeyboardInterrupt included
         report_failure(exc)
         return 1
@@ -113,6 +116,28 @@ def report_failure(exc: BaseException) -> None:
             Path(error_file).write_text(json.dumps(data))
         except OSError:
             pass
+
+
+def record_exit(exc: SystemExit) -> None:
+    """``sys.exit(N)`` with N != 0: torchrun's error file with the exact time and where it was
+    called. Without it torch knows only the whole second it noticed the exit, and the launch's
+    report would blame a peer that failed because this rank left ("Connection closed by peer")."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not error_file or os.path.exists(error_file):
+        return
+    now = time.time()
+    extra = {
+        "py_callstack": format_exception(exc),
+        "timestamp": str(int(now)),
+        ACCEL_TIME_KEY: now,
+        "rank": os.environ.get("RANK"),
+    }
+    data = {"message": {"message": f"SystemExit: {exc.code}", "extraInfo": extra}}
+    try:
+        Path(error_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(error_file).write_text(json.dumps(data))
+    except OSError:
+        pass
 
 
 # As ``accelerate_core.preemption`` spells them (this file imports only the standard library).
