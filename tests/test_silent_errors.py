@@ -40,6 +40,8 @@ def collectives_of_non_tensors() -> dict[str, str]:
     # gather_for_metrics gathers anything that is not all tensors as objects, as HF does.
     rank = accelerator.process_index
     out["metrics mixed"] = repr(accelerator.gather_for_metrics([{"id": f"r{rank}"}]))
+    with_tensor = {"id": f"r{rank}", "score": torch.tensor([rank])}  # a tensor among other data
+    out["metrics with a tensor"] = repr(accelerator.gather_for_metrics(with_tensor))
     out["after"] = repr(accelerator.gather(torch.tensor([rank])).tolist())  # group still works
     return out
 
@@ -62,6 +64,8 @@ def check_collective_errors(results: list[dict[str, str]], world: int) -> None:
         )
         assert "got NoneType None at [1]; pad tensors only" in out["pad None"]
         assert out["metrics mixed"] == repr([{"id": f"r{r}"} for r in range(world)])
+        expected = [{"id": f"r{r}", "score": torch.tensor([r])} for r in range(world)]
+        assert out["metrics with a tensor"] == repr(expected)
         assert out["after"] == repr(list(range(world)))
 
 
