@@ -20,6 +20,7 @@ import random
 import re
 import secrets
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,10 @@ def apply_replicated(name: str, obj: Any, saved: Any, context: PluginContext) ->
 # --------------------------------------------------------------------------- RNG
 
 
+class CheckpointDeviceWarning(UserWarning):
+    """A checkpoint saved on another device was loaded: what did not apply was not restored."""
+
+
 def has_device_rng(state: Any) -> bool:
     """Whether the device owner's RNG hooks are asked: for every device but the built-in CPU
     (its generator is the ``"torch"`` entry), including a plugin device that drives the CPU."""
@@ -166,12 +171,14 @@ def has_device_rng(state: Any) -> bool:
 
 
 def rng_state(state: Any) -> dict[str, Any]:
-    """This process's RNG states (python, numpy, torch CPU, device) in weights_only-safe form."""
+    """This process's RNG states (python, numpy, torch CPU, device) in weights_only-safe form,
+    with the name of the device whose generator ``"device"`` holds."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     rng: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
         "torch": torch.get_rng_state(),
+        "device_name": state.device_spec.name,
     }
     if has_device_rng(state):
         rng["device"] = get_plugin_manager().call_owner(
@@ -180,16 +187,60 @@ def rng_state(state: Any) -> dict[str, Any]:
     return rng
 
 
+def device_rng_to_restore(state: Any, rng: dict[str, Any], directory: Path) -> Any:
+    """The saved device RNG state this run's device restores, or ``None``.
+
+    The rule for a checkpoint from another device: the Python, NumPy and torch CPU generators
+    are restored whatever the device; a device generator's state is handed only to a device of
+    the name that saved it. Otherwise this run's device generator keeps its state, and a
+    ``CheckpointDeviceWarning`` (main process) names both devices and what was not restored.
+    """
+    current = state.device_spec.name
+    saved = rng.get("device_name", current)  # checkpoints older than the name: the same device
+    saved_state = rng.get("device")
+    if saved == current:
+        return saved_state if has_device_rng(state) else None
+    lost = []
+    if saved_state is not None:
+        lost.append(f"the RNG state of device '{saved}' does not apply here and was not restored")
+    if has_device_rng(state):
+        lost.append(
+            f"the generator of device '{current}' keeps its current state (call set_seed after "
+            "load_state for reproducible draws)"
+        )
+    if state.is_main_process:
+        warnings.warn(
+            f"{directory} was saved on device '{saved}' and this run uses device '{current}': "
+            "weights, optimizer and the Python, NumPy and torch CPU random states were restored"
+            + ("; " + "; ".join(lost) if lost else ""),
+            CheckpointDeviceWarning,
+            stacklevel=4,
+        )
+    return None
+
+
+def restore_device_rng(state: Any, device_rng: Any, directory: Path) -> None:
+    """Hand the device its saved generator state; a refusal raises before anything changed."""
+    if device_rng is None:
+        return
+    done = get_plugin_manager().call_owner(
+        "accelerate_core_set_device_rng_state", state.device_owner, device=state.device,
+        rng_state=device_rng,
+    )  # fmt: skip
+    if not done:
+        raise CheckpointError(
+            f"device '{state.device_spec.name}' could not restore the RNG state saved in "
+            f"{directory} (accelerate_core_set_device_rng_state answered {done!r}); nothing was "
+            "restored. Update the device plugin, or load the weights alone"
+        )
+
+
 def restore_rng(state: Any, rng: dict[str, Any]) -> None:
+    """Restore the Python, NumPy and torch CPU generators (the device's: ``restore_device_rng``)."""
     random.setstate(rng["python"])
     kind, keys, position, has_gauss, cached = rng["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(rng["torch"])
-    if rng.get("device") is not None and has_device_rng(state):
-        get_plugin_manager().call_owner(
-            "accelerate_core_set_device_rng_state", state.device_owner,
-            device=state.device, rng_state=rng["device"],
-        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- directories
@@ -291,6 +342,7 @@ def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | No
             files,
             world_size=state.num_processes,
             backend=state.backend,
+            device={"name": state.device_spec.name, "type": state.device.type},
             mixed_precision=state.mixed_precision,
             versions=versions(registered.distribution if registered else None),
             objects={**objects.counts(), "scaler": objects.scaler is not None},
@@ -324,11 +376,13 @@ def load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | Non
     )  # fmt: skip
     verification = Verification(directory, manifest["files"])
     try:
-        replicated, steps = _read_core_files(objects, directory, manifest)
+        replicated, rng, steps = _read_core_files(objects, directory, manifest)
     except Exception:
         verification.check()  # a corrupt file explains the failure better than its symptom
         raise
     verification.check()  # before any live object changes
+    # First: a device that cannot take its saved state refuses before anything else changed.
+    restore_device_rng(state, device_rng_to_restore(state, rng, directory), directory)
     named = objects.named()
     handled = get_plugin_manager().call_owner(
         "accelerate_core_load_state", state.backend_owner, objects=named,
@@ -347,11 +401,12 @@ def load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | Non
 
 def _read_core_files(
     objects: TrainingObjects, directory: Path, manifest: dict[str, Any]
-) -> tuple[dict[str, Any], list[Callable[[], None]]]:
+) -> tuple[dict[str, Any], dict[str, Any], list[Callable[[], None]]]:
     """Read every file the core restores itself; nothing is applied yet.
 
-    Returns the saved state of each replicated model/optimizer by name, and one callable per
-    other object that applies its saved state, in the order they must run.
+    Returns the saved state of each replicated model/optimizer by name, this process's RNG
+    states, and one callable per other object that applies its saved state, in the order they
+    must run.
     """
     by_backend = set(manifest.get("backend_objects", objects.named()))
     read: dict[str, Any] = {
@@ -396,4 +451,4 @@ def _read_core_files(
         restore_rng(objects.state, rng)
 
     steps.append(finish)
-    return read, steps
+    return read, rng, steps
