@@ -73,7 +73,7 @@ def choose_named_device(name: str, cpu: bool) -> Registered:
 
 def describe_device(name: str, device: torch.device, quote: str = "") -> str:
     """A device as messages show it: its registered name, with the torch device when they
-    differ (``example (cpu)``, ``cuda:0``; with ``quote="'"``: ``'example' (cpu)``, ``'cuda:0'``)."""
+    differ: ``example (cpu)``, ``cuda:0``; with ``quote="'"``, ``'example' (cpu)``."""
     if name == device.type:
         return f"{quote}{device}{quote}"
     return f"{quote}{name}{quote} ({device})"
