@@ -1,7 +1,7 @@
 """``save_state`` / ``load_state``: everything a run needs to continue exactly where it stopped.
 
 A checkpoint is a directory written under a temporary name and renamed when complete, with a
-``manifest.json`` listing every file (size, XXH3-64), the world size, backend and versions
+``manifest.json`` listing every file (size, XXH3-64), the world size, backend, device and versions
 (``checkpoint_manifest``). Models and optimizers go first to the backend's checkpoint hook, which
 stores those it shards or owns in its own format and says which; the core stores the rest
 replicated, from the main process. The core also stores schedulers, the fp16 scaler, prepared
@@ -10,7 +10,9 @@ cycle, and every process's RNG states.
 
 Loading checks the whole checkpoint before it changes anything: the core reads its own files
 while the checksums are computed, waits for them, and only then hands the backend its files and
-restores the objects. A corrupt checkpoint raises and leaves the run as it was.
+restores the objects. A corrupt checkpoint raises and leaves the run as it was. A checkpoint from
+another device restores what does not depend on the device and warns, naming both devices, about
+the device generator (``device_rng_to_restore``).
 """
 
 from __future__ import annotations

@@ -72,10 +72,12 @@ def accelerate_core_precisions() -> list[PrecisionSpec]:
 def accelerate_core_devices() -> list[DeviceSpec]:
     """Return the device types this plugin knows (``DeviceSpec`` records).
 
-    Called on every plugin when the registry is built. The device a process uses is found through
-    ``torch.accelerator`` (or CPU); the record for that device type supplies the process-group
-    backend and the precisions it supports. An accelerator type with no record still works with
-    generic defaults (gloo, no mixed precision).
+    Called on every plugin when the registry is built. The device a process uses is the one
+    selected by name (``accel launch --device``, the config key ``device``,
+    ``ACCELERATE_CORE_DEVICE``, ``PartialState(device=...)``), else the record named after the type
+    ``torch.accelerator`` reports (or CPU); the record supplies the process-group backend and the
+    precisions it supports, and its name is the one messages show. An accelerator type with no
+    record still works with generic defaults (gloo, no mixed precision).
     """
 
 
