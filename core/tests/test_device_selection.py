@@ -136,6 +136,17 @@ def test_the_launched_device_reaches_the_process_state(vendor, monkeypatch):
     assert "device=vendor (cpu)" in repr(state)
 
 
+def _device_name() -> str:
+    return PartialState().device_name
+
+
+def test_notebook_launcher_keeps_the_device_exported_in_the_kernel(vendor, monkeypatch):
+    from accelerate_core import notebook_launcher
+
+    monkeypatch.setenv("ACCELERATE_CORE_DEVICE", "vendor")
+    assert notebook_launcher(_device_name, num_processes=1) == ["vendor"]
+
+
 def test_the_questionnaire_asks_for_a_device_when_a_plugin_offers_one(
     vendor, tmp_path, monkeypatch
 ):

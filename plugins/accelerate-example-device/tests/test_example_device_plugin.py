@@ -354,7 +354,8 @@ def test_accel_test_trains_on_the_device_it_is_given(importable, capsys):
 
 def test_accel_env_names_the_device_this_process_would_use(site):
     text = accel_env(PYTHONPATH=str(site), ACCELERATE_CORE_DEVICE="example")
-    assert f"device example (cpu, from {DISTRIBUTION} 0.1.0)" in text
+    assert f"device example (cpu, from {DISTRIBUTION} 0.1.0)" in text  # this process
+    assert "cpu False, device example, backend none" in text  # what accel launch would pass on
     info = json.loads(accel_env("--json", PYTHONPATH=str(site), ACCELERATE_CORE_DEVICE="example",
                                 ACCELERATE_CORE_USE_CPU="1"))  # fmt: skip
     assert "cpu=True contradicts the selected device 'example'" in info["selection"]["error"]
