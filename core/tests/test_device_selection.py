@@ -237,6 +237,39 @@ def test_a_device_that_cannot_restore_its_generator_stops_load_state_before_any_
     assert torch.equal(torch.get_rng_state(), python_state)
 
 
+class PlainCpuDevice:
+    """A device on the CPU with no RNG hooks: it draws from torch's CPU generator."""
+
+    @hookimpl
+    def accelerate_core_devices(self):
+        return [DeviceSpec("plaincpu", device_type="cpu")]
+
+
+@pytest.mark.parametrize(("saved_on", "loaded_on"), [("plaincpu", None), (None, "plaincpu")])
+def test_a_device_that_draws_from_the_cpu_generator_loses_nothing_across_devices(
+    tmp_path, saved_on, loaded_on
+):
+    import warnings
+
+    get_plugin_manager().register(PlainCpuDevice(), "accelerate-plaincpu 1.0")
+
+    def run(device: str | None) -> Accelerator:
+        reset_state()
+        if device is not None:
+            PartialState(device=device)
+        accelerator = Accelerator(cpu=device is None)
+        accelerator.prepare(torch.nn.Linear(3, 1))
+        return accelerator
+
+    checkpoint = run(saved_on).save_state(str(tmp_path / "ckpt"))
+    expected = torch.rand(4)
+    accelerator = run(loaded_on)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: the CPU generator is restored
+        accelerator.load_state(checkpoint)
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_the_manifest_and_rng_files_name_the_device(vendor, tmp_path):
     from pathlib import Path
 

@@ -203,22 +203,34 @@ def device_rng_to_restore(state: Any, rng: dict[str, Any], directory: Path) -> A
     if saved == current:
         return saved_state if has_device_rng(state) else None
     lost = []
-    if saved_state is not None:
+    # A CPU-type device without RNG hooks of its own draws from torch's CPU generator, which is
+    # restored in any case: nothing of it is lost.
+    if saved_state is not None and not (
+        torch.is_tensor(saved_state) and torch.equal(saved_state, rng["torch"])
+    ):
         lost.append(f"the RNG state of device '{saved}' does not apply here and was not restored")
-    if has_device_rng(state):
+    if has_device_rng(state) and not _draws_from_the_cpu_generator(state):
         lost.append(
             f"the generator of device '{current}' keeps its current state (call set_seed after "
             "load_state for reproducible draws)"
         )
-    if state.is_main_process:
+    if lost and state.is_main_process:
         warnings.warn(
             f"{directory} was saved on device '{saved}' and this run uses device '{current}': "
-            "weights, optimizer and the Python, NumPy and torch CPU random states were restored"
-            + ("; " + "; ".join(lost) if lost else ""),
+            "weights, optimizer and the Python, NumPy and torch CPU random states were restored; "
+            + "; ".join(lost),
             CheckpointDeviceWarning,
             stacklevel=4,
         )
     return None
+
+
+def _draws_from_the_cpu_generator(state: Any) -> bool:
+    """A CPU-type device whose owner implements no RNG hook uses torch's CPU generator."""
+    if state.device.type != "cpu":
+        return False
+    hook = get_plugin_manager().pm.hook.accelerate_core_device_rng_state
+    return not any(impl.plugin is state.device_owner for impl in hook.get_hookimpls())
 
 
 def restore_device_rng(state: Any, device_rng: Any, directory: Path) -> None:
