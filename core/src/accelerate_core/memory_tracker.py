@@ -264,7 +264,8 @@ class MemoryTracker:
 
     def _snapshot_unsupported(self) -> str | None:
         if self.device.type != "cuda":
-            return f"device '{self.device}' has no allocator snapshot (only CUDA does)"
+            shown = describe_device(self.device_name, self.device, quote="'")
+            return f"device {shown} has no allocator snapshot (only CUDA does)"
         if not torch.cuda.is_available():
             return "CUDA is not available"
         return None

@@ -206,9 +206,10 @@ class PartialState:
                 f"the process state was already created with backend '{self.backend}', now "
                 f"'{backend}' is asked for; create one Accelerator per process with one backend"
             )
-        if cpu and self.device.type != "cpu":
+        if cpu and self.device_name != CPU_DEVICE:  # a plugin device on the CPU included
+            shown = describe_device(self.device_name, self.device, quote="'")
             raise ConfigurationError(
-                f"the process state was already created on {self.device}; cpu=True must be "
+                f"the process state was already created on device {shown}; cpu=True must be "
                 "passed to the first Accelerator/PartialState of the process"
             )
 

@@ -326,7 +326,7 @@ def test_launch_refuses_a_contradicting_or_unknown_device(
 
 
 def test_a_script_that_contradicts_the_launchs_device_is_an_error(importable, monkeypatch):
-    from accelerate_core import ConfigurationError, PartialState
+    from accelerate_core import Accelerator, ConfigurationError, PartialState
     from accelerate_core.launch_settings import resolve_launch_config
     from accelerate_core.plugins import collect_launch_options
 
@@ -340,6 +340,8 @@ def test_a_script_that_contradicts_the_launchs_device_is_an_error(importable, mo
     assert PartialState().device_name == "example"
     with pytest.raises(ConfigurationError, match="already created on device 'example'"):
         PartialState(device="cpu")
+    with pytest.raises(ConfigurationError, match=r"already created on device 'example' \(cpu\)"):
+        Accelerator(cpu=True)  # the device computes on the CPU, but it is not the core's cpu
 
 
 def test_accel_test_trains_on_the_device_it_is_given(importable, capsys):
