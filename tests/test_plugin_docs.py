@@ -208,6 +208,7 @@ class Workspace:
             done = subprocess.run(
                 ["bash", "-c", SHELL_SHIMS + line], cwd=self.root, capture_output=True,
                 text=True, timeout=timeout, env=clean_environment(self.site),
+                start_new_session=True,  # its launches and their signals stay in their group
             )  # fmt: skip
             output = done.stdout + done.stderr
             results.append({"command": line, "returncode": done.returncode, "output": output})
@@ -239,6 +240,12 @@ def example_device_installed(workspace: Workspace) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- the blocks
 
 
+# The blocks install packages and start launches: minutes on a busy 2-core machine. pytest-timeout
+# counts a module fixture's set-up against the first test that uses it.
+BLOCK_TIMEOUT = pytest.mark.timeout(900)
+
+
+@BLOCK_TIMEOUT
 @pytest.mark.multiprocess
 def test_install_block_installs_and_launches_the_minimal_plugin(minimal_plugin_installed):
     launch = minimal_plugin_installed[-1]["output"]
@@ -267,6 +274,7 @@ def test_the_minimal_plugin_registers_its_backend_and_launch_option(make_distrib
     assert options["simpleddp-find-unused-parameters"].option_key == "find_unused_parameters"
 
 
+@BLOCK_TIMEOUT
 @pytest.mark.multiprocess
 def test_conformance_block_passes_the_minimal_plugin(workspace, minimal_plugin_installed):
     (install, suite) = workspace.run("conformance")
@@ -303,6 +311,7 @@ def test_incompatible_block_is_what_accel_env_prints(make_distribution, capsys):
     assert shown in printed
 
 
+@BLOCK_TIMEOUT
 @pytest.mark.multiprocess
 def test_device_launch_block_selects_the_example_device_everywhere(example_device_installed):
     by_command = {r["command"].split("#")[0].strip(): r for r in example_device_installed}
@@ -323,6 +332,7 @@ def test_device_launch_block_selects_the_example_device_everywhere(example_devic
         assert f"PASSED   {check}" in suite["output"]
 
 
+@pytest.mark.timeout(600)
 def test_vendorx_report_block_is_what_the_suite_prints(make_distribution):
     runner = pytest.importorskip("accelerate_conformance.runner")
     root = make_distribution(
@@ -347,6 +357,7 @@ def test_vendorx_report_block_is_what_the_suite_prints(make_distribution):
         skipping = False
 
 
+@BLOCK_TIMEOUT
 @pytest.mark.multiprocess
 def test_testing_helper_blocks_run_as_a_test_suite(workspace, example_device_installed):
     tests = workspace.root / "mytests"
@@ -356,7 +367,7 @@ def test_testing_helper_blocks_run_as_a_test_suite(workspace, example_device_ins
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(tests)],
         cwd=tests, capture_output=True, text=True, timeout=300,
-        env=clean_environment(workspace.site),
+        env=clean_environment(workspace.site), start_new_session=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "1 passed" in done.stdout

@@ -4,8 +4,11 @@ names it, and only that one."""
 
 from __future__ import annotations
 
+import pytest
 from accelerate_conformance.runner import run_conformance
 
+# Each check runs the suite in a fresh process (about 15 s; minutes on a busy machine).
+pytestmark = pytest.mark.timeout(300)
 REQUIRES = ("accelerate-core>=0.1,<0.2",)
 DEVICE_CHECKS = "registration or device or typo"  # -k: the checks that need no training run
 

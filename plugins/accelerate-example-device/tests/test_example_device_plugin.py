@@ -27,6 +27,8 @@ import torch
 from accelerate_core.plugins import reset_plugin_manager
 from accelerate_core.state import reset_state
 
+# pip installs and launches in fresh processes: minutes on a busy 2-core machine.
+pytestmark = pytest.mark.timeout(300)
 PACKAGE = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "accelerate-example-device"
 TRACE_ENV = "ACCELERATE_EXAMPLE_DEVICE_TRACE"
