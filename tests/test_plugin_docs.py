@@ -49,6 +49,7 @@ RUN_BY = {
     "vendorx-report": "test_vendorx_report_block_is_what_the_suite_prints",
     "conftest.py": "test_testing_helper_blocks_run_as_a_test_suite",
     "test_my_device.py": "test_testing_helper_blocks_run_as_a_test_suite",
+    "mytracker_plugin.py": "test_mytracker_block_logs_through_its_library",
 }
 SHELL_SHIMS = """
 pip() {
@@ -371,3 +372,42 @@ def test_testing_helper_blocks_run_as_a_test_suite(workspace, example_device_ins
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "1 passed" in done.stdout
+
+
+# A stand-in for the tracker's library: records what the tracker hands it.
+MYTRACKER_LIB = """
+RUNS = []
+
+
+class Run:
+    def __init__(self, name, **kwargs):
+        self.name, self.kwargs, self.logged, self.closed = name, kwargs, [], False
+        RUNS.append(self)
+
+    def log(self, values, step=None):
+        self.logged.append((step, values))
+
+    def close(self):
+        self.closed = True
+"""
+
+
+def test_mytracker_block_logs_through_its_library(make_distribution):
+    import importlib
+
+    from accelerate_core import Accelerator
+
+    make_distribution(
+        "accelerate-mytracker",
+        {"mytracker_plugin": example(readme(), "mytracker_plugin.py"),
+         "mytracker_lib": MYTRACKER_LIB},
+        {"mytracker": "mytracker_plugin"}, requires=("accelerate-core>=0.1,<0.2",),
+    )  # fmt: skip
+    accelerator = Accelerator(cpu=True, log_with="mytracker")
+    accelerator.init_trackers("my-run", init_kwargs={"mytracker": {"entity": "team"}})
+    accelerator.log({"loss": 0.5}, step=3)
+    accelerator.end_training()
+    (run,) = importlib.import_module("mytracker_lib").RUNS
+    assert (run.name, run.kwargs, run.logged, run.closed) == (
+        "my-run", {"entity": "team"}, [(3, {"loss": 0.5})], True
+    )  # fmt: skip
