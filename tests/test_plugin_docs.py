@@ -25,6 +25,7 @@ import pytest
 from accelerate_core import (
     BackendSpec,
     DeviceSpec,
+    LaunchAlias,
     LaunchOption,
     PrecisionSpec,
     TrackerSpec,
@@ -33,7 +34,7 @@ from accelerate_core import (
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "plugins" / "README.md"
-RECORDS = (BackendSpec, PrecisionSpec, DeviceSpec, TrackerSpec, LaunchOption)
+RECORDS = (BackendSpec, PrecisionSpec, DeviceSpec, TrackerSpec, LaunchOption, LaunchAlias)
 # Every block of the page, by its <!-- example: NAME --> marker, and the test that runs it.
 RUN_BY = {
     "pyproject.toml": "workspace (the minimal plugin is built from it)",

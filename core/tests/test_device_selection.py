@@ -86,7 +86,7 @@ def test_the_device_comes_from_the_command_line_then_the_shell_then_the_config_f
     shell = {"ACCELERATE_CORE_DEVICE": "from-shell"}
 
     def resolved(command_line, path, environ):
-        config = resolve_launch_config(command_line, path, options, environ)
+        config = resolve_launch_config(command_line, path, options, environ=environ)
         return config.device, config.sources["device"], config.environment()
 
     device, source, env = resolved({"device": "from-cli"}, config_file, shell)
@@ -100,7 +100,7 @@ def test_the_device_comes_from_the_command_line_then_the_shell_then_the_config_f
     assert (device, source) == (None, "default")
     assert "ACCELERATE_CORE_DEVICE" not in env
     with pytest.raises(ConfigurationError, match="is empty; name a device"):
-        resolve_launch_config({"device": ""}, None, options, {})
+        resolve_launch_config({"device": ""}, None, options, environ={})
 
 
 @pytest.mark.parametrize(
@@ -120,13 +120,15 @@ def test_cpu_with_another_device_is_refused_whatever_the_sources(
     path = tmp_path / "cfg.yaml"
     path.write_text(config)
     with pytest.raises(ConfigurationError) as info:
-        resolve_launch_config(command_line, path, collect_launch_options(), shell)
+        resolve_launch_config(command_line, path, collect_launch_options(), environ=shell)
     assert message.format(path=path) in str(info.value)
-    assert resolve_launch_config({"cpu": True, "device": "cpu"}, None, collect_launch_options(), {})
+    assert resolve_launch_config(
+        {"cpu": True, "device": "cpu"}, None, collect_launch_options(), environ={}
+    )
 
 
 def test_the_launched_device_reaches_the_process_state(vendor, monkeypatch):
-    config = resolve_launch_config({"device": "vendor"}, None, collect_launch_options(), {})
+    config = resolve_launch_config({"device": "vendor"}, None, collect_launch_options(), environ={})
     for name, value in config.environment().items():
         monkeypatch.setenv(name, value)
     state = PartialState()

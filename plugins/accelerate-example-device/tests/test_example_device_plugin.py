@@ -332,7 +332,9 @@ def test_a_script_that_contradicts_the_launchs_device_is_an_error(importable, mo
     from accelerate_core.launch_settings import resolve_launch_config
     from accelerate_core.plugins import collect_launch_options
 
-    config = resolve_launch_config({"device": "example"}, None, collect_launch_options(), {})
+    config = resolve_launch_config(
+        {"device": "example"}, None, collect_launch_options(), environ={}
+    )
     for name, value in config.environment().items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match="contradicts `accel launch --device example`"):
