@@ -112,6 +112,11 @@ def test_the_device_comes_from_the_command_line_then_the_shell_then_the_config_f
          "cpu (config file {path}) contradicts --device 'vendor'"),
         ({"cpu": True}, "", {"ACCELERATE_CORE_DEVICE": "vendor"},
          "--cpu contradicts device (environment ACCELERATE_CORE_DEVICE) 'vendor'"),
+        # HF Accelerate's config keys meaning the CPU reach the same check once translated
+        ({"device": "vendor"}, "use_cpu: true\n", {},
+         "cpu (config file {path}) contradicts --device 'vendor'"),
+        ({"device": "vendor"}, "distributed_type: MULTI_CPU\nnum_processes: 2\n", {},
+         "cpu (config file {path}) contradicts --device 'vendor'"),
     ],
 )  # fmt: skip
 def test_cpu_with_another_device_is_refused_whatever_the_sources(
