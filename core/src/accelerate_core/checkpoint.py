@@ -410,8 +410,10 @@ def load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | Non
         raise
     verification.check()  # before any live object changes
     # First: a device that cannot take its saved state refuses before anything else changed
-    # (the user's load pre-hooks included).
-    restore_device_rng(state, device_rng_to_restore(state, rng, directory), directory)
+    # (the user's load pre-hooks included). A checkpoint converted from HF Accelerate without
+    # its pickled RNG states has none: every generator keeps its state, the device's too.
+    if rng is not None:
+        restore_device_rng(state, device_rng_to_restore(state, rng, directory), directory)
     _run_load_hooks(objects, directory)
     named = objects.named()
     handled = get_plugin_manager().call_owner(
@@ -461,12 +463,12 @@ def _run_load_hooks(objects: TrainingObjects, directory: Path) -> None:
 
 def _read_core_files(
     objects: TrainingObjects, directory: Path, manifest: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any], list[Callable[[], None]]]:
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[Callable[[], None]]]:
     """Read every file the core restores itself; nothing is applied yet.
 
     Returns the saved state of each replicated model/optimizer by name, this process's RNG
-    states, and one callable per other object that applies its saved state, in the order they
-    must run.
+    states (``None`` for an HF checkpoint converted without them), and one callable per other
+    object that applies its saved state, in the order they must run.
     """
     by_backend = set(manifest.get("backend_objects", objects.named()))
     read: dict[str, Any] = {
