@@ -41,7 +41,7 @@ from .process_settings import launch_plugin_options, launch_setting
 from .run_guards import RunGuards
 from .scheduler import AcceleratedScheduler
 from .specs import PluginContext, PrepareRequest
-from .state import AcceleratorState, PartialState, teardown_process_group
+from .state import AcceleratorState, PartialState, describe_device, teardown_process_group
 from .tracker_metrics import SystemMetrics, system_metric_kinds
 from .tracker_set import TrackerSet, TrackingMethods
 
@@ -722,6 +722,7 @@ class Accelerator(MeshMethods, HFMembers, TrackingMethods):
             world_size=self.num_processes,
             device=self.device,
             device_owner=self.state.device_owner,
+            device_name=self.state.device_name,
             **kwargs,
         ).start()
         return self.memory_tracker
@@ -746,7 +747,8 @@ class Accelerator(MeshMethods, HFMembers, TrackingMethods):
     def __repr__(self) -> str:
         return (
             f"Accelerator(backend={self.backend!r}, mixed_precision={self.mixed_precision!r}, "
-            f"device={self.device}, process {self.process_index} of {self.num_processes}, "
+            f"device={describe_device(self.state.device_name, self.device)}, "
+            f"process {self.process_index} of {self.num_processes}, "
             f"gradient_accumulation_steps={self.gradient_accumulation_steps})"
         )
 
