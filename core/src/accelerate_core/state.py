@@ -448,3 +448,6 @@ def reset_state(destroy_process_group: bool = True) -> None:
         teardown_process_group()
     AcceleratorState._reset_state()
     PartialState._reset_state()
+
+
+__all__ = ["AcceleratorState", "PartialState"]
