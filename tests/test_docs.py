@@ -292,11 +292,11 @@ def test_every_documented_callable_has_a_docstring():
 
 
 def test_pages_include_readmes_instead_of_copying_them():
-    """No run of 4 or more identical non-blank lines of a README in a page: include the README
+    """No run of 6 or more identical non-blank lines of a README in a page: include the README
     (``--8<-- "path:section"``) or write the page's own text."""
     readmes = [p for p in REPO.rglob("README.md") if not {".venv", "site"} & set(p.parts)]
     readmes += [REPO / "CHANGELOG.md", REPO / "CONTRIBUTING.md"]
-    window = 4
+    window = 6
 
     def runs(path: Path) -> set[tuple[str, ...]]:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
