@@ -275,7 +275,10 @@ def test_the_api_reference_covers_every_public_name():
             path = f"{module_name}.{name}"
             if path not in rendered and not any(obj is o for o in objects):
                 missing.append(path)
-    assert missing == [], "public names without a `::: name` entry in docs/reference/"
+    assert missing == [], (
+        "public names without an entry in the API reference: add a line `::: NAME` to the page "
+        "of docs/reference/ where it belongs (mkdocstrings renders its docstring)"
+    )
 
 
 def test_every_documented_callable_has_a_docstring():
