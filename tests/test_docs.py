@@ -261,10 +261,12 @@ def test_the_api_reference_covers_every_public_name():
     directives = reference_directives()
     assert len(directives) > 20  # sanity: the reference pages were read
     rendered: dict[str, object] = {path: resolve(path) for path in directives}
-    # A module rendered whole renders its public members as well.
+    # A module rendered whole renders its public members as well (its __all__, else every
+    # name without a leading underscore).
     for path, obj in list(rendered.items()):
         if inspect.ismodule(obj):
-            for name in public_names(path):
+            names = public_names(path) or [n for n in vars(obj) if not n.startswith("_")]
+            for name in names:
                 rendered[f"{path}.{name}"] = getattr(obj, name)
     # Rendered under another path (a re-export) counts when it is the same object; a plain value
     # (a string constant, a number) only under the same name, as equal values may be shared.
