@@ -26,9 +26,11 @@ BENCHMARKS = {
     "checkpoint": (),
     "memory": ("accelerate_ddp", "accelerate_fsdp"),
     "memory_deepspeed": ("accelerate_deepspeed", "deepspeed"),
+    "memory_nd": ("accelerate_ddp", "accelerate_fsdp"),
     "fp8": ("accelerate_fp8",),
     "launch": (),
     "tracking": ("tensorboard",),
+    "big_model_inference": ("accelerate", "transformers"),
 }
 
 
@@ -44,8 +46,14 @@ def _supports_quick(script: Path) -> bool:
     return "--quick" in script.read_text()
 
 
+def _script(name: str) -> Path:
+    """``benchmarks/<name>.py``, or ``benchmarks/<name>/<name>.py`` for a benchmark with files."""
+    single = HERE / f"{name}.py"
+    return single if single.exists() else HERE / name / f"{name}.py"
+
+
 def run_benchmark(name: str, output: Path, quick: bool) -> dict | str:
-    script = HERE / f"{name}.py"
+    script = _script(name)
     command = [sys.executable, str(script), "--output", str(output)]
     if quick and _supports_quick(script):
         command.append("--quick")
@@ -111,6 +119,13 @@ def table(results: dict[str, object]) -> str:
             rows.append(
                 f"| {name} | see `{name}.json` | {_summary(value)} | ≤ 0.55 of DDP / stage 0 |"
             )
+    memory_nd = results.get("memory_nd")
+    if isinstance(memory_nd, dict):
+        ratios = [r["total"]["mean_vs_theory"] for r in memory_nd["rows"].values()
+                  if isinstance(r, dict) and "total" in r]  # fmt: skip
+        worst = _fmt(max(ratios, default=None), "{:.4f}")
+        rows.append(f"| memory_nd, {len(ratios)} layouts on 4 processes | per-rank model state "
+                    f"/ theory (mean over ranks), worst layout | {worst} | 1.0 |")  # fmt: skip
     fp8 = results.get("fp8")
     if isinstance(fp8, dict) and "fp8" in fp8:
         rows.append(f"| fp8 vs bf16 ({fp8['fp8']['device']}) | final-loss difference, speed-up | "
@@ -128,10 +143,34 @@ def table(results: dict[str, object]) -> str:
                     f"({tracking['accelerate_core_us']:.0f} vs {tracking['hugging_face_us']:.0f} "
                     f"µs; hand-written SummaryWriter "
                     f"{tracking['hand_written_us']:.0f} µs) | ≤ 1.05 |")  # fmt: skip
+    rows += _big_model_rows(results.get("big_model_inference"))
     for name, value in results.items():
         if isinstance(value, str):
             rows.append(f"| {name} | — | {value.splitlines()[0][:80]} | — |")
     return "\n".join(rows)
+
+
+def _big_model_rows(result: object) -> list[str]:
+    """One row per model and scenario: ours / HF load time, load peak and time per token."""
+    if not isinstance(result, dict):
+        return []
+    rows = []
+    for model, entry in result.get("models", {}).items():
+        for scenario, row in entry["scenarios"].items():
+            ratios = row.get("ratios_ours_over_hf")
+            if not ratios:
+                rows.append(f"| big model {model} {scenario} | — | failed | — |")
+                continue
+            ours, hf = row["ours"], row["hf"]
+            rows.append(
+                f"| big model {model}, {scenario} | ours / HF: load s, load peak MiB, s/token | "
+                f"{ours['load']['seconds']:.2f} / {hf['load']['seconds']:.2f}, "
+                f"{ours['load']['kernel_peak_growth_mib']:.0f} / "
+                f"{hf['load']['kernel_peak_growth_mib']:.0f}, "
+                f"{ours['seconds_per_token']:.3f} / {hf['seconds_per_token']:.3f} | "
+                f"same outputs: {row.get('same_output_as_hf')} |"
+            )
+    return rows
 
 
 def _summary(result: dict) -> str:
@@ -145,6 +184,19 @@ def _summary(result: dict) -> str:
             if base:
                 parts.append(f"{name} {row['model_state'] / base:.2f}")
     return "model state vs stage 0: " + ", ".join(parts) if parts else "recorded"
+
+
+def _with_previous(results: dict[str, object]) -> dict[str, object]:
+    """``results`` completed, in suite order, with the last figures of benchmarks not run now."""
+    merged: dict[str, object] = {}
+    for name in [*BENCHMARKS, "memory_plot"]:
+        if name in results:
+            merged[name] = results[name]
+        elif name == "memory_plot" and (RESULTS / "memory_tracker.png").exists():
+            merged[name] = "`benchmarks/results/memory_tracker.png`"
+        elif (RESULTS / f"{name}.json").exists():
+            merged[name] = json.loads((RESULTS / f"{name}.json").read_text())
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,10 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     markdown = table(results)
     print("\n" + markdown)
     if not args.quick:
+        # With --only, the other rows keep the figures of their last full run.
         (RESULTS / "README.md").write_text(
             "# Benchmark results\n\nWritten by `python -m benchmarks` on a 2-core CPU machine "
             "(figures from a GPU run, when one was lent, are in the files named after the "
-            "device).\n\n" + markdown + "\n"
+            "device).\n\n" + table(_with_previous(results)) + "\n"
         )
     if temporary:
         temporary.cleanup()

@@ -32,20 +32,24 @@ for layer, modules in enumerate(
     [
         # records and primitives: no behaviour of the plugin system
         "errors specs version launch_options option_checks kwargs_handlers gradient_state ops "
-        "memory checkpoint_io logger_type tracker_base tracker_values",
+        "memory checkpoint_io logger_type tracker_base tracker_values utils.tensor_files "
+        "utils.offload utils.modeling utils.loading launch_aliases progress memory_formulas",
         "hookspecs",
         "builtin builtin.defaults builtin.devices builtin.environments builtin.precisions "
-        "builtin.single_process builtin.trackers trackers trackers.aim trackers.clearml "
-        "trackers.comet_ml trackers.dvclive trackers.mlflow trackers.swanlab trackers.tensorboard "
-        "trackers.trackio trackers.wandb",
+        "builtin.single_process builtin.hf_launch builtin.trackers trackers trackers.aim "
+        "trackers.clearml trackers.comet_ml trackers.dvclive trackers.mlflow trackers.swanlab "
+        "trackers.tensorboard trackers.trackio trackers.wandb",
         "plugins",
         # settings / state / data / collectives
         "process_settings config_files launch_settings state collectives samplers data seeding "
-        "optimizer scheduler memory_tracker model_files checkpoint_manifest tracker_set "
-        "tracker_metrics",
-        "checkpoint launchers",
-        "accelerator tracking utils utils.tqdm testing cli cli.config cli.env cli.launch cli.main "
-        "cli.memory cli.test_command cli.worker cli.training_check",
+        "optimizer scheduler memory_tracker model_files checkpoint_manifest memory_estimate "
+        "tracker_set tracker_metrics utils.device_map utils.tqdm hooks big_modeling "
+        "parallelism_config parallelism context_parallel",
+        "checkpoint launchers checkpoint_convert",
+        # utils is HF's accelerate.utils: a facade re-exporting names from every layer below
+        "accelerator tracking utils testing cli cli.config cli.env cli.launch cli.main cli.memory "
+        "cli.text cli.convert_checkpoint cli.merge_weights cli.estimate_memory cli.test_command "
+        "cli.worker cli.training_check",
         "__init__ __main__",
     ]
 ):

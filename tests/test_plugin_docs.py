@@ -14,6 +14,7 @@ from doc_blocks import example, section
 from accelerate_core import (
     BackendSpec,
     DeviceSpec,
+    LaunchAlias,
     LaunchOption,
     PrecisionSpec,
     TrackerSpec,
@@ -21,7 +22,7 @@ from accelerate_core import (
 )
 
 README = Path(__file__).resolve().parents[1] / "plugins" / "README.md"
-RECORDS = (BackendSpec, PrecisionSpec, DeviceSpec, TrackerSpec, LaunchOption)
+RECORDS = (BackendSpec, PrecisionSpec, DeviceSpec, TrackerSpec, LaunchOption, LaunchAlias)
 
 
 def readme() -> str:

@@ -1,5 +1,5 @@
 """2 real processes: save_state/load_state in DeepSpeed's format resume exactly (ZeRO-2, ZeRO-3);
-save_model and accel-merge-weights give weights a plain model loads."""
+save_model and accel merge-weights give weights a plain model loads."""
 
 from __future__ import annotations
 
@@ -97,12 +97,12 @@ def test_save_load_resume_exactly_and_save_model_under_zero_2_and_3(tmp_path):
             assert torch.equal(tensor, first["final"][name]), (stage, name)
     assert results[1][3]["first"]["final"] == {}  # ZeRO-3 gathers onto the main process only
 
-    # accel-merge-weights: the checkpoint's fp32 master weights, offline, as safetensors
+    # accel merge-weights: the checkpoint's fp32 master weights, offline, as safetensors
     for stage in (2, 3):
         out = tmp_path / f"merged{stage}"
-        script = Path(sys.executable).with_name("accel-merge-weights")
+        script = Path(sys.executable).with_name("accel")
         done = subprocess.run(
-            [str(script), str(tmp_path / f"zero{stage}"), str(out)],
+            [str(script), "merge-weights", str(tmp_path / f"zero{stage}"), str(out)],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -112,7 +112,7 @@ def test_save_load_resume_exactly_and_save_model_under_zero_2_and_3(tmp_path):
         for name, tensor in saved.items():
             assert torch.equal(merged[name], tensor), (stage, name)
     done = subprocess.run(
-        [str(script), str(tmp_path), str(tmp_path / "nothing")],
+        [str(script), "merge-weights", str(tmp_path), str(tmp_path / "nothing")],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert done.returncode == 2 and "holds no DeepSpeed checkpoint" in done.stderr
+    assert done.returncode == 2 and "no installed plugin reads it" in done.stderr

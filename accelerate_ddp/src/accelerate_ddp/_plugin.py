@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core import BackendSpec, LaunchOption, hookimpl
+from accelerate_core import BackendSpec, LaunchOption, MemoryEstimate, hookimpl
 
 NAME = "ddp"
 
@@ -66,3 +66,16 @@ def accelerate_core_launch_options() -> list[LaunchOption]:
         option("comm-hook", "gradient compression hook", "str", choices=COMM_HOOKS),
         option("comm-hook-options", "JSON options of the comm hook (PowerSGD state)", "json"),
     ]
+
+
+@hookimpl
+def accelerate_core_estimate_memory(
+    parameters: list, num_processes: int, mixed_precisions: list[str]
+) -> list[MemoryEstimate]:
+    """DDP replicates parameters, gradients and optimizer state on every rank (fp32 under the
+    core's autocast), plus its gradient buckets (not model state, not counted)."""
+    from accelerate_core.memory_formulas import replicated
+
+    figures = replicated(parameters, num_processes)
+    note = "replicated on every rank; autocast keeps fp32 state; buckets not counted"
+    return [MemoryEstimate(NAME, "replicated", p, *figures, note) for p in mixed_precisions]

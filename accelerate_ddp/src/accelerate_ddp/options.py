@@ -38,8 +38,11 @@ class DDPOptions:
             "find_unused_parameters": self.find_unused_parameters,
             "static_graph": self.static_graph,
             "gradient_as_bucket_view": self.gradient_as_bucket_view,
-            "broadcast_buffers": self.broadcast_buffers,
         }
+        # Buffers are broadcast unless told otherwise; torch >= 2.13 warns (FutureWarning, on
+        # every rank) whenever the argument is passed, so it is passed only to turn it off.
+        if not self.broadcast_buffers:
+            kwargs["broadcast_buffers"] = False
         if self.bucket_cap_mb is not None:
             kwargs["bucket_cap_mb"] = self.bucket_cap_mb
         return kwargs

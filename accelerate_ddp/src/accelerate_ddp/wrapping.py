@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .options import DDPOptions
+
+BROADCAST_BUFFERS_NOTE = "`broadcast_buffers` is deprecated"
 
 
 def wrap_models(models: list[torch.nn.Module], context: Any) -> list[torch.nn.Module]:
@@ -23,7 +26,11 @@ def wrap_models(models: list[torch.nn.Module], context: Any) -> list[torch.nn.Mo
         ):
             wrapped.append(model)
             continue
-        ddp = DistributedDataParallel(model, device_ids=device_ids, **options.ddp_kwargs())
+        with warnings.catch_warnings():
+            # broadcast_buffers=False has no replacement yet (torch says to keep using it until
+            # init_sync_buffers exists); the user asked for it: no deprecation note per rank.
+            warnings.filterwarnings("ignore", BROADCAST_BUFFERS_NOTE, FutureWarning)
+            ddp = DistributedDataParallel(model, device_ids=device_ids, **options.ddp_kwargs())
         if options.comm_hook is not None:
             register_comm_hook(ddp, options)
         wrapped.append(ddp)

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core import BackendSpec, LaunchOption, hookimpl
+from accelerate_core import (
+    BackendSpec,
+    CheckpointWeights,
+    LaunchAlias,
+    LaunchOption,
+    MemoryEstimate,
+    hookimpl,
+)
 
 NAME = "deepspeed"
 
@@ -110,3 +117,31 @@ def accelerate_core_launch_options() -> list[LaunchOption]:
     from .options import launch_options
 
     return launch_options()
+
+
+@hookimpl
+def accelerate_core_launch_aliases() -> list[LaunchAlias]:
+    """Hugging Face Accelerate's ``--use_deepspeed`` flags and ``deepspeed_config`` keys."""
+    from .hf_aliases import aliases
+
+    return aliases()
+
+
+@hookimpl
+def accelerate_core_checkpoint_weights(
+    directory: str, manifest: dict | None, model: str, options: dict
+) -> CheckpointWeights | None:
+    """``accel merge-weights``: the fp32 master weights of a ZeRO checkpoint (offline)."""
+    from .merge import checkpoint_weights
+
+    return checkpoint_weights(directory, manifest, model, options.get("tag"))
+
+
+@hookimpl
+def accelerate_core_estimate_memory(
+    parameters: list, num_processes: int, mixed_precisions: list[str]
+) -> list[MemoryEstimate]:
+    """ZeRO stages 0-3 (the ZeRO paper's layout, as measured on DeepSpeed 0.19)."""
+    from .memory import estimates
+
+    return estimates(parameters, num_processes, mixed_precisions)

@@ -5,7 +5,7 @@ every rank writes its ZeRO partitions of the optimizer state (and, under ZeRO-3,
 parameters) into ``model_<i>/``; the core lists those files in its manifest and checks them on
 load. The hooks return the names of the engines and their optimizers; models that DeepSpeed does
 not own (prepared without an optimizer) are left to the core, which stores them replicated.
-``accel-merge-weights`` turns a saved engine into safetensors offline.
+``accel merge-weights`` turns a saved engine into safetensors offline.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def full_state_dict(model: Any, context: Any) -> dict[str, Any] | None:
 
     Under ZeRO 0-2 every rank holds the full module, so the core's default (the unwrapped
     module's ``state_dict()``) is already complete. The weights are the module's (16-bit under
-    fp16/bf16); ``accel-merge-weights`` gives the fp32 master weights of a checkpoint instead.
+    fp16/bf16); ``accel merge-weights`` gives the fp32 master weights of a checkpoint instead.
     """
     if not is_engine(model) or not model.zero_optimization_partition_weights():
         return None

@@ -1,19 +1,21 @@
-"""``accel-merge-weights``: a DeepSpeed (ZeRO) checkpoint to full fp32 safetensors, offline.
+"""``accel merge-weights`` for DeepSpeed (ZeRO) checkpoints: full fp32 weights, offline.
 
 Runs on one process without GPUs: DeepSpeed's ``zero_to_fp32`` reassembles the fp32 master
 weights from every rank's partitions. Accepts a ``save_state`` directory of accelerate-core (the
-engine is its ``model_0/``), a DeepSpeed ``save_checkpoint`` directory (tag from ``latest``), or
-one tag directory. (The core's ``accel`` CLI has no extension hook, so this is its own command.)
+engine is its ``model_<i>/``), a DeepSpeed ``save_checkpoint`` directory (tag from ``latest``),
+or one tag directory; ``accel merge-weights`` reaches it through the plugin hook
+``accelerate_core_checkpoint_weights``.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from accelerate_core import CheckpointWeights
+
+NAME = "deepspeed"
 
 MODEL_STATES = "*mp_rank_00_model_states.pt"  # ZeRO-3 prefixes zero_pp_rank_<r>_
 
@@ -79,28 +81,22 @@ def merge_weights(
     )  # fmt: skip
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="accel-merge-weights",
-        description="Merge a DeepSpeed ZeRO checkpoint into full fp32 safetensors (offline).",
-    )
-    parser.add_argument("checkpoint", help="save_state() directory or DeepSpeed checkpoint")
-    parser.add_argument("output_dir", help="where model.safetensors (and its index) go")
-    parser.add_argument("--tag", help="checkpoint tag (default: model_0 / 'latest' / the only)")
-    parser.add_argument("--max-shard-size", default="10GB", help="largest file (default 10GB)")
-    parser.add_argument("--bin", action="store_true", help="write pytorch_model.bin instead")
-    args = parser.parse_args(argv)
-    try:
-        files = merge_weights(
-            args.checkpoint, args.output_dir, args.tag, args.max_shard_size, not args.bin
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"accel-merge-weights: error: {exc}", file=sys.stderr)
-        return 2
-    for file in files:
-        print(file)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def checkpoint_weights(
+    directory: str, manifest: dict[str, Any] | None, model: str, tag: str | None
+) -> CheckpointWeights | None:
+    """The fp32 weights for ``accel merge-weights``, or ``None`` when the checkpoint is not
+    DeepSpeed's (another backend's manifest, or no ZeRO files at all)."""
+    path = Path(directory)
+    if manifest is not None:
+        if manifest.get("backend") != NAME or model not in manifest.get("backend_objects", ()):
+            return None
+        tag = model  # save_state keeps the engine's checkpoint under the model's name
+    elif (
+        not _is_checkpoint(path)
+        and not (path / "latest").is_file()
+        and not any(_is_checkpoint(p) for p in (path.iterdir() if path.is_dir() else ()))
+    ):
+        return None
+    state = fp32_state_dict(path, tag)
+    sizes = {k: v.numel() * v.element_size() for k, v in state.items()}
+    return CheckpointWeights(tuple(state), state.__getitem__, sizes, "fp32 master weights (ZeRO)")

@@ -11,7 +11,13 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from accelerate_core.hookspecs import hookimpl
-from accelerate_core.specs import PluginContext, PrecisionSpec, PrepareRequest
+from accelerate_core.specs import (
+    LaunchAlias,
+    LaunchOption,
+    PluginContext,
+    PrecisionSpec,
+    PrepareRequest,
+)
 
 
 @hookimpl
@@ -44,3 +50,25 @@ def accelerate_core_convert(
     from .hooks import convert
 
     return convert(request, context)
+
+
+@hookimpl
+def accelerate_core_launch_options() -> list[LaunchOption]:
+    """``accel launch --fp8-recipe JSON``: the ``FP8Recipe`` fields, in ``precision_options``."""
+    return [
+        LaunchOption(
+            "fp8-recipe",
+            'FP8Recipe fields as JSON ({"backend": "te", "fp8_format": "HYBRID"})',
+            "json",
+            precision="fp8",
+            key="fp8",
+        )
+    ]
+
+
+@hookimpl
+def accelerate_core_launch_aliases() -> list[LaunchAlias]:
+    """Hugging Face Accelerate's ``--fp8_*`` flags and ``fp8_config`` keys."""
+    from .hf_aliases import aliases
+
+    return aliases()

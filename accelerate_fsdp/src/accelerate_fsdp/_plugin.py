@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core import BackendSpec, LaunchOption, hookimpl
+from accelerate_core import (
+    BackendSpec,
+    CheckpointWeights,
+    LaunchAlias,
+    LaunchOption,
+    MemoryEstimate,
+    hookimpl,
+)
 
 NAME = "fsdp"
 
@@ -18,16 +25,21 @@ def accelerate_core_backends() -> list[BackendSpec]:
             "torch FSDP2 (fully_shard): shard parameters, gradients and optimizer state",
             min_processes=2,
             places_models=True,  # fully_shard places the shards; meta-device models stay put
+            parallelism=frozenset({"dp_replicate", "dp_shard", "tp", "cp"}),
         )
     ]
 
 
 @hookimpl
-def accelerate_core_validate_options(kind: str, name: str, options: dict[str, Any]) -> bool:
+def accelerate_core_validate_options(
+    kind: str, name: str, options: dict[str, Any], context: Any
+) -> bool:
     from .options import FSDPOptions
+    from .wrapping import check_layout
 
     if kind == "backend":
-        FSDPOptions.from_mapping(options)
+        # The ParallelismConfig layouts this backend refuses, with the options they clash with.
+        check_layout(context.parallelism, FSDPOptions.from_mapping(options))
     return kind == "backend"
 
 
@@ -101,3 +113,37 @@ def accelerate_core_launch_options() -> list[LaunchOption]:
         )
         for flag in LAUNCH_OPTIONS
     ]
+
+
+@hookimpl
+def accelerate_core_launch_aliases() -> list[LaunchAlias]:
+    """Hugging Face Accelerate's ``--use_fsdp`` / ``--fsdp_*`` flags and ``fsdp_config`` keys."""
+    from .hf_aliases import aliases
+
+    return aliases()
+
+
+@hookimpl
+def accelerate_core_checkpoint_weights(
+    directory: str, manifest: dict | None, model: str
+) -> CheckpointWeights | None:
+    """``accel merge-weights``: a sharded (DCP) or full fsdp checkpoint's weights."""
+    from .merging import checkpoint_weights
+
+    return checkpoint_weights(directory, manifest, model)
+
+
+@hookimpl
+def accelerate_core_estimate_memory(
+    parameters: list, num_processes: int, mixed_precisions: list[str]
+) -> list[MemoryEstimate]:
+    """FSDP2 splits every parameter (and its gradient and Adam state) along dimension 0; the
+    sharded parameters stay fp32 under bf16/fp16 (only the gathered copies are 16-bit) and
+    gradients are reduced in fp32, so the state at rest does not depend on the precision."""
+    from accelerate_core.memory_formulas import sharded_dim0
+
+    if num_processes < 2:
+        return []
+    figures = sharded_dim0(parameters, num_processes)
+    note = "dim-0 shards, stored padded to ceil(rows/N); gathered units in compute not counted"
+    return [MemoryEstimate(NAME, "sharded", p, *figures, note) for p in mixed_precisions]

@@ -8,7 +8,9 @@
 * full: ``model_<i>.safetensors`` and ``optimizer_<i>.bin`` gathered to rank 0 (loadable
   without torch.distributed: plain parameter names);
 * in the middle of a gradient-accumulation cycle, ``fsdp_grads_<rank>_model_<i>.safetensors``:
-  each rank's unsharded accumulated gradients, which FSDP2 keeps out of ``param.grad``.
+  each rank's unsharded accumulated gradients, which FSDP2 keeps out of ``param.grad`` (for a
+  model under tensor parallelism alone: its ``param.grad``, this rank's parts, with their
+  placements in ``fsdp_grad_placements_<rank>_model_<i>.bin``).
 
 An optimizer that has not stepped yet is saved as its plain ``state_dict()`` (param groups only):
 torch's state-dict helpers would initialise its state with a fake step, and a resumed Adam would
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 from accelerate_core import CheckpointError
 from accelerate_core.checkpoint_io import (
@@ -35,6 +38,7 @@ from accelerate_core.checkpoint_io import (
 )
 
 from .options import FSDPOptions
+from .tensor_parallel import as_tensor_parallel
 
 META = "fsdp_checkpoint.json"
 SHARDED_DIR = "fsdp_sharded"
@@ -47,9 +51,18 @@ def _state_dict_options(full: bool) -> Any:
     return StateDictOptions(full_state_dict=full, cpu_offload=full)
 
 
+def is_sharded(model: Any) -> bool:
+    """Sharded by FSDP or split by tensor parallelism (DTensor parameters)."""
+    if isinstance(model, FSDPModule):
+        return True
+    return isinstance(model, torch.nn.Module) and any(
+        isinstance(p, DTensor) for p in model.parameters()
+    )
+
+
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
     """The whole model's weights on CPU on rank 0 (``{}`` elsewhere); ``None``: not sharded."""
-    if not isinstance(model, FSDPModule):
+    if not is_sharded(model):
         return None
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
@@ -63,7 +76,7 @@ class _Plan:
     """Which saved objects this backend stores itself, and how."""
 
     def __init__(self, objects: dict[str, Any]) -> None:
-        self.models = {n: m for n, m in objects.items() if isinstance(m, FSDPModule)}
+        self.models = {n: m for n, m in objects.items() if is_sharded(m)}
         for model in self.models.values():
             _reshard(model)
         # One container for every sharded model: optimizers spanning several models work and
@@ -107,7 +120,8 @@ def _accumulated_grads(model: FSDPModule) -> dict[str, torch.Tensor]:
         if grad is None and hasattr(fsdp_param, "_unsharded_param"):
             grad = fsdp_param._unsharded_param.grad
         if grad is not None:
-            grads[key] = grad.detach()
+            # Tensor-parallel: this rank's part (the file is this rank's).
+            grads[key] = (grad.to_local() if isinstance(grad, DTensor) else grad).detach()
     return grads
 
 
@@ -132,9 +146,58 @@ def _restore_accumulated_grads(model: FSDPModule, grads: dict[str, torch.Tensor]
         if hasattr(fsdp_param, "_unsharded_param"):
             fsdp_param._unsharded_param.grad = None
         # The next backward adds its gradient to this one, as if the run had not stopped.
-        fsdp_param.unsharded_accumulated_grad = (
-            None if grad is None else grad.to(fsdp_param.sharded_param.to_local().device)
-        )
+        if grad is not None:
+            grad = grad.to(fsdp_param.sharded_param.to_local().device)
+            grad = as_tensor_parallel(model, key, grad)
+        fsdp_param.unsharded_accumulated_grad = grad
+
+
+def _tensor_parallel_grads(model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict]:
+    """This rank's parts of ``param.grad`` (tensor parallelism alone) and their placements:
+    sequence parallelism leaves some as pending partial sums, restored as such."""
+    grads, placements = {}, {}
+    for name, param in model.named_parameters():
+        grad = param.grad
+        if isinstance(grad, DTensor):
+            grads[name] = grad.to_local().detach()
+            placements[name] = [_placement_code(p) for p in grad.placements]
+        elif grad is not None:
+            grads[name] = grad.detach()
+    return grads, placements
+
+
+def _placement_code(placement: Any) -> str:
+    if placement.is_replicate():
+        return "R"
+    if placement.is_partial() and placement.reduce_op == "sum":
+        return "P"
+    if placement.is_shard():
+        return f"S{placement.dim}"
+    raise CheckpointError(
+        f"cannot save a gradient placed as {placement!r} in the middle of a gradient-"
+        "accumulation cycle; save at a step that updates"
+    )
+
+
+def _restore_tensor_parallel_grads(
+    model: torch.nn.Module, grads: dict[str, torch.Tensor], placements: dict[str, list[str]]
+) -> None:
+    from torch.distributed.tensor import Partial, Replicate, Shard
+
+    def placement(code: str) -> Any:
+        return Replicate() if code == "R" else Partial() if code == "P" else Shard(int(code[1:]))
+
+    for name, param in model.named_parameters():
+        grad = grads.get(name)
+        if grad is None:
+            param.grad = None
+        elif isinstance(param, DTensor):
+            param.grad = DTensor.from_local(
+                grad.to(param.to_local().device), param.device_mesh,
+                [placement(c) for c in placements[name]], run_check=False,
+            )  # fmt: skip
+        else:
+            param.grad = grad.to(param.device)
 
 
 def _drop_zero_sharded_grads(models: dict[str, FSDPModule], device: torch.device) -> None:
@@ -147,7 +210,9 @@ def _drop_zero_sharded_grads(models: dict[str, FSDPModule], device: torch.device
     import torch.distributed as dist
 
     nonzero = torch.zeros((), device=device)
-    params = [p for m in models.values() for p in m.parameters() if p.grad is not None]
+    fsdp = [m for m in models.values() if isinstance(m, FSDPModule)]
+    # Without FSDP (tensor parallelism alone) param.grad holds the accumulated gradients.
+    params = [p for m in fsdp for p in m.parameters() if p.grad is not None]
     for param in params:
         if bool(param.grad.to_local().count_nonzero()):
             nonzero.fill_(1)
@@ -185,7 +250,12 @@ def save_state(objects: dict[str, Any], directory: str, context: Any) -> list[st
     if gradient_state is not None and gradient_state.mid_cycle:
         _drop_zero_sharded_grads(plan.models, context.device)
         for name, model in plan.models.items():
-            grads = _accumulated_grads(model)
+            if isinstance(model, FSDPModule):
+                grads = _accumulated_grads(model)
+            else:
+                grads, placements = _tensor_parallel_grads(model)
+                if grads:
+                    put_object(path, f"fsdp_grad_placements_{rank}_{name}.bin", placements)
             if grads:
                 put_tensors(path, f"fsdp_grads_{rank}_{name}.safetensors", grads)
     if is_main:
@@ -265,7 +335,12 @@ def load_state(objects: dict[str, Any], directory: str, context: Any) -> list[st
     for name, model in plan.models.items():
         grads_name = f"fsdp_grads_{rank}_{name}.safetensors"
         grads = get_tensors(path, grads_name, manifest) if grads_name in manifest["files"] else {}
-        _restore_accumulated_grads(model, grads)
+        if isinstance(model, FSDPModule):
+            _restore_accumulated_grads(model, grads)
+        else:
+            placements_name = f"fsdp_grad_placements_{rank}_{name}.bin"
+            placements = get_object(path, placements_name, manifest) if grads else {}
+            _restore_tensor_parallel_grads(model, grads, placements)
     return plan.stored
 
 

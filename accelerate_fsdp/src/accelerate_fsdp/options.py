@@ -6,6 +6,7 @@ Every option has a flag of ``accel launch`` (``--fsdp-reshard-after-forward``...
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -36,7 +37,7 @@ class FSDPOptions:
         wrap_classes: class names of the blocks that become their own FSDP unit (a transformer
             layer, say); each unit's parameters are gathered only while it runs. A list or a
             comma-separated string. Default: the model's ``_no_split_modules`` (Hugging Face
-            models declare them), else none.
+            models declare them), else none; an empty list or ``""``: no units by class.
         min_num_params: also make a unit of every sub-module holding at least this many
             parameters not already in a unit (size-based wrapping).
         reshard_after_forward: free gathered parameters after each unit's forward (``True``,
@@ -55,6 +56,10 @@ class FSDPOptions:
         cpu_ram_efficient_loading: rank 0 holds the real weights, the other ranks may build the
             model on the meta device; weights are broadcast from rank 0 straight into the shards,
             so only one full copy ever exists in CPU memory.
+        tp_plan: with ``ParallelismConfig(tp_size > 1)``: ``{module-name pattern: style}``
+            (``"layers.*.mlp.up": "colwise"``; styles ``colwise``, ``rowwise``,
+            ``colwise_rep``, ``sequence_parallel``, ``replicate`` or torch ``ParallelStyle``
+            objects). Default: the plan the model carries (transformers' ``_tp_plan``).
     """
 
     wrap_classes: tuple[str, ...] | None = None
@@ -66,6 +71,7 @@ class FSDPOptions:
     reduce_dtype: str | None = None
     state_dict_type: str = "sharded"
     cpu_ram_efficient_loading: bool = False
+    tp_plan: Mapping[str, Any] | None = None
 
     @classmethod
     def from_mapping(cls, options: dict[str, Any]) -> FSDPOptions:
@@ -97,6 +103,8 @@ class FSDPOptions:
             raise bad("reshard_after_forward", "True, False or a number of ranks >= 2")
         if self.state_dict_type not in STATE_DICT_TYPES:
             raise bad("state_dict_type", " or ".join(repr(t) for t in STATE_DICT_TYPES))
+        if self.tp_plan is not None and not isinstance(self.tp_plan, Mapping):
+            raise bad("tp_plan", "a mapping of module-name patterns to styles")
 
     def dtypes(self, mixed_precision: str) -> tuple[str | None, str | None]:
         """(param_dtype, reduce_dtype): the explicit options, else derived from the precision."""
@@ -114,8 +122,7 @@ def _class_names(value: Any) -> tuple[str, ...] | None:
             f"fsdp option wrap_classes must be class names (a list or a comma-separated "
             f"string), got {value!r}"
         )
-    names = tuple(v for v in value if v)
-    return names or None
+    return tuple(v for v in value if v)  # empty: no units by class (HF's SIZE_BASED/NO_WRAP)
 
 
 def _dtype_name(option: str, value: Any) -> str:
@@ -147,4 +154,5 @@ LAUNCH_OPTIONS = (
     _Flag("reduce_dtype", "str", "dtype of gradient reduction (default from precision)", DTYPES),
     _Flag("state_dict_type", "str", "save_state format", STATE_DICT_TYPES),
     _Flag("cpu_ram_efficient_loading", "bool", "load weights on rank 0 only and broadcast them"),
+    _Flag("tp_plan", "json", "tensor-parallel plan {module pattern: style} (default: the model's)"),
 )

@@ -5,6 +5,11 @@ parameter holding this rank's shard. An optimizer built before ``prepare`` still
 old, unsharded parameters; ``rebind_optimizer`` swaps them (param groups and any existing state)
 for the sharded ones by parameter name, so the optimizer trains exactly as one built after
 sharding and the unsharded tensors are freed.
+
+Under a ``ParallelismConfig`` the mesh is the core's: tensor parallelism is applied first over
+``tp`` (``tensor_parallel.py``), then ``fully_shard`` over ``dp_shard_cp`` (with
+``dp_replicate`` in front: HSDP). A layout without sharded ranks (``tp`` alone) is not sharded
+by FSDP at all.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from accelerate_core import ConfigurationError, PrepareRequest
 
 from .options import FSDPOptions
+from .tensor_parallel import TP_LAYOUT, apply_tensor_parallel
 
 CHECKPOINTED = "_accelerate_fsdp_checkpointed"
 # Containers are never called, so their forward hooks would never gather their parameters.
@@ -44,21 +50,58 @@ def shard_request(request: PrepareRequest, context: Any) -> PrepareRequest:
     options = FSDPOptions.from_mapping(context.backend_options)
     if not request.models and not request.optimizers:
         return request
-    mesh = init_device_mesh(context.device.type, (context.state.num_processes,))
+    mesh, tp_mesh = meshes(context)
     renamed: dict[int, torch.nn.Parameter] = {}
     for model in request.models:
-        renamed.update(shard_model(model, options, mesh, context))
+        renamed.update(shard_model(model, options, mesh, context, tp_mesh))
     _prune_dead()
     for optimizer in request.optimizers:
         rebind_optimizer(optimizer, renamed)
     return request
 
 
+def meshes(context: Any) -> tuple[DeviceMesh | None, DeviceMesh | None]:
+    """(the mesh FSDP shards over or None, the tensor-parallel mesh or None)."""
+    layout = context.parallelism
+    config = None if layout is None else layout.config
+    if config is None:  # no ParallelismConfig: FSDP over every process
+        return init_device_mesh(context.device.type, (context.state.num_processes,)), None
+    tp_mesh = layout.submesh("tp") if config.tp_enabled else None
+    if not config.dp_shard_cp_dim_names:
+        return None, tp_mesh
+    return layout.submesh(*config.fsdp_dim_names), tp_mesh
+
+
+def check_layout(layout: Any, options: FSDPOptions) -> None:
+    """Layouts this backend refuses, at ``Accelerator`` creation (on every rank alike)."""
+    config = None if layout is None else layout.config
+    if config is None:
+        return
+    if config.dp_replicate_enabled and not config.dp_shard_cp_dim_names:
+        raise ConfigurationError(
+            f"dp_replicate_size={config.dp_replicate_size} with dp_shard_size=1 replicates the "
+            "model without sharding it: that is plain data parallelism, use backend 'ddp' (or "
+            "set dp_shard_size > 1 for HSDP)"
+        )
+    if config.tp_enabled and options.cpu_ram_efficient_loading:
+        raise ConfigurationError(
+            "fsdp cpu_ram_efficient_loading is not supported with tensor parallelism "
+            f"(tp_size={config.tp_size}); build the model with its weights on every rank"
+        )
+
+
 def shard_model(
-    model: torch.nn.Module, options: FSDPOptions, mesh: DeviceMesh, context: Any
+    model: torch.nn.Module,
+    options: FSDPOptions,
+    mesh: DeviceMesh | None,
+    context: Any,
+    tp_mesh: DeviceMesh | None = None,
 ) -> dict[int, torch.nn.Parameter]:
-    """Shard ``model`` in place; return ``{id(old parameter): new sharded parameter}``."""
-    if isinstance(model, FSDPModule):
+    """Shard ``model`` in place; return ``{id(old parameter): new sharded parameter}``.
+
+    ``mesh``: where FSDP shards (``None``: no FSDP); ``tp_mesh``: tensor parallelism first.
+    """
+    if isinstance(model, FSDPModule) or model.__dict__.get(TP_LAYOUT):
         return {}
     if next(model.parameters(), None) is None:  # buffers only: nothing to shard
         return {} if _is_meta(model) else _placed(model, context)
@@ -97,9 +140,13 @@ def shard_model(
     _check_meta(model, options, context)
     if options.cpu_ram_efficient_loading:
         full_state = _prepare_rank0_loading(model, context)
-    for unit in units:
-        fully_shard(unit, **kwargs)
-    fully_shard(model, **kwargs)
+    if tp_mesh is not None:
+        model.to(context.device)  # DTensors are made on the mesh's device
+        apply_tensor_parallel(model, tp_mesh, options.tp_plan)
+    if mesh is not None:
+        for unit in units:
+            fully_shard(unit, **kwargs)
+        fully_shard(model, **kwargs)
     if options.cpu_ram_efficient_loading:
         _load_from_rank0(model, full_state, options, context)
     after = dict(model.named_parameters())

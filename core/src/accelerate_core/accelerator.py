@@ -18,7 +18,7 @@ from typing import Any, cast
 import torch
 from torch.distributed.algorithms.join import Join, Joinable
 
-from . import checkpoint, collectives
+from . import checkpoint
 from .checkpoint import ProjectConfiguration
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
@@ -27,8 +27,10 @@ from .kwargs_handlers import KwargsHandler
 from .memory import release_memory
 from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
 from .model_files import write_model
-from .ops import DeviceMover, apply_to_tensors, convert_to_fp32
+from .ops import DeviceMover, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
+from .parallelism import MeshMethods, default_backend, parallelism_from_launch, resolve_layout
+from .parallelism_config import ParallelismConfig
 from .plugins import get_plugin_manager
 from .process_settings import launch_plugin_options, launch_setting
 from .scheduler import AcceleratedScheduler
@@ -70,7 +72,7 @@ def _precision_options(
     return options
 
 
-class Accelerator:
+class Accelerator(MeshMethods):
     """Runs one training script unchanged on CPU, one device or many processes.
 
     Args:
@@ -103,6 +105,8 @@ class Accelerator:
             instance, or a list of them. See ``init_trackers``, ``log``, ``end_training``.
         log_system_metrics: also log memory (needs ``track_memory``) and seconds per step with
             every ``log`` call: True, ``"memory"``, ``"step_time"`` or both in a list.
+        parallelism_config: ``ParallelismConfig``: the device mesh (HSDP, tensor and context
+            parallelism; ``parallelism.py``); default from ``accel launch --parallelism-config-*``.
     """
 
     def __init__(
@@ -125,11 +129,16 @@ class Accelerator:
         project_config: ProjectConfiguration | None = None,
         log_with: Any = None,
         log_system_metrics: bool | str | Sequence[str] = False,
+        parallelism_config: ParallelismConfig | None = None,
     ) -> None:
         # Explicit arguments > accel launch > config file > defaults (process_settings.py).
         steps = launch_setting("gradient_accumulation_steps", gradient_accumulation_steps)
         steps = _check_accumulation_steps(1 if steps is None else steps)
+        parallelism_config = parallelism_from_launch(parallelism_config)
+        if backend is None and launch_setting("backend", None) is None:
+            backend = default_backend(parallelism_config)
         self.state = AcceleratorState(mixed_precision, cpu=cpu, backend=backend, timeout=timeout)
+        self.parallel_layout = resolve_layout(parallelism_config, self.state)
         backend_options = launch_plugin_options("backend", self.state.backend, backend_options)
         precision_options = launch_plugin_options(
             "precision", self.state.mixed_precision, precision_options
@@ -151,6 +160,7 @@ class Accelerator:
             backend_options=backend_options,
             precision_options=_precision_options(precision_options, kwargs_handlers),
             gradient_state=self.gradient_state,
+            parallelism=self.parallel_layout,
         )
         self._validate_plugin_options()
         self._resolve_plugin_callables()
@@ -410,15 +420,17 @@ class Accelerator:
         return PrepareRequest(request.models, optimizers, schedulers, request.dataloaders)
 
     def _prepare_dataloader(self, dataloader: Any, place: bool) -> DataLoaderShard:
+        layout = self.parallel_layout  # ranks of one TP/CP group read the same batches
         return prepare_data_loader(
             dataloader,
-            self.num_processes,
-            self.process_index,
+            layout.dp_size,
+            layout.dp_rank,
             self.gradient_state,
             self._place_batch if place else None,
             split_batches=self.split_batches,
             even_batches=self.even_batches,
             dispatch_batches=self.dispatch_batches,
+            main_process=self.is_main_process if self.num_processes > 1 else None,
         )
 
     def prepare_model(self, model: torch.nn.Module, device_placement: bool | None = None) -> Any:
@@ -628,39 +640,6 @@ class Accelerator:
         if not isinstance(dataloader, DataLoaderShard):
             dataloader = DataLoaderShard(dataloader, self.gradient_state, None)
         return dataloader.skip_batches(num_batches)
-
-    # ------------------------------------------------------------------ collectives
-
-    def gather(self, tensor: Any) -> Any:
-        """Concatenate every process's tensors (nested structures too) along dimension 0."""
-        return collectives.gather(tensor)
-
-    def gather_for_metrics(self, input_data: Any, use_gather_object: bool = False) -> Any:
-        """``gather``, minus the samples repeated to even out the last batch of the epoch.
-
-        Over a whole prepared evaluation loader the result holds exactly the dataset's samples,
-        in order. Non-tensor data (or ``use_gather_object=True``) is gathered as objects.
-        """
-        tensors = collectives.tensor_leaves(input_data)
-        as_objects = use_gather_object or not tensors
-        data = collectives.gather_object(input_data) if as_objects else self.gather(input_data)
-        loader = self.gradient_state.active_dataloader
-        real = loader.remainder if loader is not None and loader.end_of_dataloader else None
-        if real is None:
-            return data
-        if as_objects:
-            return data[:real]
-        return apply_to_tensors(lambda t: t[:real], data)
-
-    def reduce(self, tensor: Any, reduction: str = "sum", scale: float = 1.0) -> Any:
-        """Sum (or average, ``reduction="mean"``) every process's tensors."""
-        return collectives.reduce(tensor, reduction, scale)
-
-    def pad_across_processes(
-        self, tensor: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False
-    ) -> Any:
-        """Pad tensors along ``dim`` to the largest size any process has."""
-        return collectives.pad_across_processes(tensor, dim, pad_index, pad_first)
 
     # ------------------------------------------------------------------ processes
 

@@ -150,6 +150,11 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     if not path.exists():
+        if _written_by_hf_accelerate(directory):
+            raise CheckpointError(
+                f"{directory} was written by Hugging Face Accelerate's save_state; convert it "
+                f"once with `accel convert-checkpoint {directory} NEW_DIR` and load_state(NEW_DIR)"
+            )
         raise CheckpointError(
             f"{directory} has no {MANIFEST}: it is not a complete accelerate-core checkpoint "
             "(a save that was interrupted, or another format)"
@@ -158,6 +163,14 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except ValueError as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _written_by_hf_accelerate(directory: Path) -> bool:
+    """HF's ``save_state`` layout: its RNG pickles next to its model or optimizer files."""
+    names = {p.name for p in directory.iterdir()}
+    has_rng = any(n.startswith("random_states_") and n.endswith(".pkl") for n in names)
+    has_state = bool(names & {"model.safetensors", "pytorch_model.bin", "optimizer.bin"})
+    return has_rng or has_state
 
 
 def replace_directory(source: Path, target: Path) -> None:

@@ -70,6 +70,10 @@ def versions(backend_distribution: str | None) -> dict[str, str]:
     return found
 
 
+def _mesh_text(sizes: dict[str, int]) -> str:
+    return " x ".join(f"{dim}={size}" for dim, size in sizes.items() if size > 1) or "1 process"
+
+
 def check_fits(
     manifest: dict[str, Any],
     directory: Path,
@@ -77,8 +81,13 @@ def check_fits(
     world_size: int,
     backend: str,
     counts: dict[str, int],
+    parallelism: dict[str, int] | None = None,
 ) -> None:
-    """Refuse a checkpoint this run cannot resume from, before anything is read."""
+    """Refuse a checkpoint this run cannot resume from, before anything is read.
+
+    ``parallelism``: the run's mesh sizes (``ParallelLayout.sizes``); a checkpoint saved under
+    another mesh is refused (checkpoints from before meshes were recorded are not checked).
+    """
     if manifest.get("format") != FORMAT:
         raise CheckpointError(f"{directory} has format {manifest.get('format')!r}, not {FORMAT}")
     if manifest["world_size"] != world_size:
@@ -87,6 +96,15 @@ def check_fits(
             f"{world_size}; backend '{backend}' cannot reshard its state. Resume with "
             f"{manifest['world_size']} process(es), or load the weights alone (save_model / "
             "load_state_dict)"
+        )
+    saved_layout = manifest.get("parallelism")
+    if parallelism is not None and saved_layout is not None and saved_layout != parallelism:
+        raise CheckpointError(
+            f"{directory} was saved under the mesh {_mesh_text(saved_layout)} and this run has "
+            f"{_mesh_text(parallelism)}; resharding a checkpoint to another mesh is not "
+            "supported (the data-parallel ranks would read other batches, so the resume would "
+            "not be exact). Resume with the same ParallelismConfig, or load the weights alone "
+            "(save_model)"
         )
     if manifest["backend"] != backend:
         raise CheckpointError(

@@ -21,11 +21,16 @@ from .errors import CollectiveError
 from .ops import apply_to_tensors
 
 T = TypeVar("T")
+# A ``group`` that is this process alone (a layout whose data-parallel size is 1): no traffic.
+THIS_PROCESS = "this process"
 
 
-def _world() -> tuple[int, int]:
+def _world(group: Any = None) -> tuple[int, int]:
+    """(rank, size) within ``group`` (None: every process)."""
+    if group is THIS_PROCESS:
+        return 0, 1
     if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
+        return dist.get_rank(group), dist.get_world_size(group)
     return 0, 1
 
 
@@ -64,13 +69,15 @@ def _signature(tensors: list[torch.Tensor]) -> list[tuple[tuple[int, ...], str]]
     return [(tuple(t.shape), str(t.dtype)) for t in tensors]
 
 
-def _exchange_signatures(name: str, obj: Any) -> tuple[list[torch.Tensor], list[list[Any]]]:
+def _exchange_signatures(
+    name: str, obj: Any, group: Any = None
+) -> tuple[list[torch.Tensor], list[list[Any]]]:
     """This rank's tensors and every rank's signature; mismatched structures raise everywhere."""
     tensors = tensor_leaves(obj)
-    _, world = _world()
+    _, world = _world(group)
     signatures: list[Any] = [None] * world
     mine = _signature(tensors)
-    run_collective(name, lambda: dist.all_gather_object(signatures, mine))
+    run_collective(name, lambda: dist.all_gather_object(signatures, mine, group=group))
     counts = {len(s) for s in signatures}
     if len(counts) > 1:
         described = ", ".join(f"rank {r}: {len(s)}" for r, s in enumerate(signatures))
@@ -105,7 +112,9 @@ def _require_identical(name: str, signatures: list[list[Any]], index: int) -> No
         )
 
 
-def _all_gather_padded(name: str, tensor: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+def _all_gather_padded(
+    name: str, tensor: torch.Tensor, lengths: list[int], group: Any = None
+) -> list[torch.Tensor]:
     """All-gather tensors whose first dimensions are ``lengths``; returns them trimmed."""
     longest = max(lengths)
     if tensor.shape[0] < longest:
@@ -115,59 +124,60 @@ def _all_gather_padded(name: str, tensor: torch.Tensor, lengths: list[int]) -> l
     flat = tensor.contiguous().reshape(longest, -1)
     wire = flat.view(torch.uint8) if flat.numel() else flat.to(torch.uint8)
     received = [torch.empty_like(wire) for _ in lengths]
-    run_collective(name, lambda: dist.all_gather(received, wire))
+    run_collective(name, lambda: dist.all_gather(received, wire, group=group))
     return [
         (r.view(tensor.dtype) if r.numel() else r.to(tensor.dtype)).reshape(tensor.shape)[:n]
         for r, n in zip(received, lengths)
     ]
 
 
-def gather(obj: Any) -> Any:
+def gather(obj: Any, group: Any = None) -> Any:
     """Concatenate every process's tensors along the first dimension, in rank order.
 
     0-dim tensors are treated as one-element vectors. Ranks may pass different lengths.
+    ``group``: the processes to gather from (default every process).
     """
-    _, world = _world()
+    _, world = _world(group)
     if world == 1:
         return obj
-    tensors, signatures = _exchange_signatures("gather", obj)
+    tensors, signatures = _exchange_signatures("gather", obj, group)
     gathered = []
     for index, tensor in enumerate(tensors):
         _check_trailing("gather", signatures, index)
         if tensor.dim() == 0:
             tensor = tensor.reshape(1)
         lengths = [s[index][0][0] if s[index][0] else 1 for s in signatures]
-        gathered.append(torch.cat(_all_gather_padded("gather", tensor, lengths)))
+        gathered.append(torch.cat(_all_gather_padded("gather", tensor, lengths, group)))
     return _rebuild(obj, gathered)
 
 
-def gather_object(obj: Any) -> list[Any]:
+def gather_object(obj: Any, group: Any = None) -> list[Any]:
     """Every process's (picklable) ``obj``; lists are concatenated, other objects listed."""
-    _, world = _world()
+    _, world = _world(group)
     if world == 1:
         return list(obj) if isinstance(obj, list) else [obj]
     received: list[Any] = [None] * world
-    run_collective("gather_object", lambda: dist.all_gather_object(received, obj))
+    run_collective("gather_object", lambda: dist.all_gather_object(received, obj, group=group))
     if all(isinstance(r, list) for r in received):
         return [item for r in received for item in r]
     return received
 
 
-def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0) -> Any:
+def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0, group: Any = None) -> Any:
     """Sum or average every process's tensors (same shapes everywhere), times ``scale``."""
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduce: reduction must be 'sum' or 'mean', got {reduction!r}")
-    _, world = _world()
+    _, world = _world(group)
     if world == 1:
         return obj if scale == 1.0 else apply_to_tensors(lambda t: t * scale, obj)
-    tensors, signatures = _exchange_signatures("reduce", obj)
+    tensors, signatures = _exchange_signatures("reduce", obj, group)
     reduced = []
     for index, tensor in enumerate(tensors):
         _require_identical("reduce", signatures, index)
         work = tensor.detach().clone()
         if work.dtype in (torch.bfloat16, torch.float16, torch.bool):
             work = work.float()  # gloo cannot reduce these; reduce in fp32 and cast back
-        run_collective("reduce", functools.partial(dist.all_reduce, work))
+        run_collective("reduce", functools.partial(dist.all_reduce, work, group=group))
         if reduction == "mean":
             work = work / world
         reduced.append((work * scale if scale != 1.0 else work).to(tensor.dtype))
@@ -200,13 +210,13 @@ def broadcast_object_list(objects: list[Any], from_process: int = 0) -> list[Any
 
 
 def pad_across_processes(
-    obj: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False
+    obj: Any, dim: int = 0, pad_index: int = 0, pad_first: bool = False, group: Any = None
 ) -> Any:
     """Pad each tensor along ``dim`` to the longest size any process has there."""
-    _, world = _world()
+    _, world = _world(group)
     if world == 1:
         return obj
-    tensors, signatures = _exchange_signatures("pad_across_processes", obj)
+    tensors, signatures = _exchange_signatures("pad_across_processes", obj, group)
     padded = []
     for index, tensor in enumerate(tensors):
         if tensor.dim() == 0:

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
+from .launch_aliases import flatten_hf_config, translate_aliases
 from .launch_options import CONFIG_FILE_ENV, coerce
-from .specs import LaunchOption
+from .specs import LaunchAlias, LaunchOption
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -49,8 +50,68 @@ def config_file_to_read(
     return path if path.is_file() else None
 
 
-def load_config_file(path: str | os.PathLike[str], options: Iterable[LaunchOption]) -> dict:
-    """Read and check a YAML config: unknown keys and wrong types are errors naming the fix."""
+def load_config_file(
+    path: str | os.PathLike[str],
+    options: Iterable[LaunchOption],
+    aliases: Iterable[LaunchAlias] = (),
+) -> dict:
+    """Read and check a YAML config: unknown keys and wrong types are errors naming the fix.
+
+    Keys of Hugging Face Accelerate's config files (``distributed_type``, ``fsdp_config``...) are
+    translated by their ``aliases`` into option values, so an ``accelerate config`` file works.
+    """
+    data = read_yaml_mapping(path)
+    options = list(options)
+    aliases = list(aliases)
+    by_key = {o.dest: o for o in options}
+    alias_names = {a.name for a in aliases}
+    flat = flatten_hf_config(data)
+    unknown = sorted(k for k in flat if k not in by_key and k not in alias_names)
+    if unknown:
+        raise ConfigurationError(
+            f"unknown key(s) {', '.join(unknown)} in config file {str(path)!r}; valid keys: "
+            f"{', '.join(sorted(by_key))} (installed plugins add their own), and the Hugging "
+            "Face Accelerate keys installed plugins map (accel launch --help lists them)"
+        )
+    # A key that is both an option and an HF name is read as HF's (its translation takes both).
+    given = {k: v for k, v in flat.items() if k in alias_names}
+    values = {k: v for k, v in flat.items() if k in by_key and k not in given and v is not None}
+    where = f"config file {path}"
+    translated, origin = translate_aliases(given, aliases, where, context=values)
+    values = merge_translated(values, translated, origin, options, where)
+    return {k: coerce(by_key[k], v, f"{path}: {k}") for k, v in values.items()}
+
+
+def merge_translated(
+    values: Mapping[str, Any],
+    translated: Mapping[str, Any],
+    origin: Mapping[str, str],
+    options: Iterable[LaunchOption],
+    where: str,
+) -> dict[str, Any]:
+    """Option values plus those HF names stood for; the same option set twice differently
+    (``backend: ddp`` with ``distributed_type: FSDP``) is an error naming both."""
+    by_key = {o.dest: o for o in options}
+    merged = dict(values)
+    for key, value in translated.items():
+        name = origin[key]
+        spelled = f"--{name}" if where == "command line" else f"{where}: {name}"
+        option = by_key.get(key)
+        if option is None:
+            raise ConfigurationError(
+                f"{spelled} sets {key}, which no installed plugin offers (accel env lists them)"
+            )
+        if key in merged and coerce(option, merged[key], key) != coerce(option, value, key):
+            mine = f"--{option.name}" if where == "command line" else f"{where}: {key}"
+            raise ConfigurationError(
+                f"{spelled} means {key}={value!r} but {mine} is {merged[key]!r}; drop one of them"
+            )
+        merged[key] = value
+    return merged
+
+
+def read_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML (or JSON: HF's ``accelerate config default``) file holding a mapping."""
     import yaml
 
     path = Path(path)
@@ -67,15 +128,7 @@ def load_config_file(path: str | os.PathLike[str], options: Iterable[LaunchOptio
             f"config file {str(path)!r} must be a mapping of option: value, got "
             f"{type(data).__name__}"
         )
-    by_key = {o.dest: o for o in options}
-    normalised = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(k for k in normalised if k not in by_key)
-    if unknown:
-        raise ConfigurationError(
-            f"unknown key(s) {', '.join(unknown)} in config file {str(path)!r}; valid keys: "
-            f"{', '.join(sorted(by_key))} (installed plugins add their own)"
-        )
-    return {k: coerce(by_key[k], v, f"{path}: {k}") for k, v in normalised.items()}
+    return data
 
 
 def write_config_file(path: str | os.PathLike[str], values: Mapping[str, Any]) -> Path:

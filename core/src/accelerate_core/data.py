@@ -218,10 +218,13 @@ class DataLoaderDispatcher(DataLoaderShard):
         process_index: int,
         split_batches: bool = False,
         even_batches: bool = True,
+        reader: bool | None = None,
     ) -> None:
         super().__init__(dataloader, gradient_state, place)
         self.num_processes = num_processes
         self.process_index = process_index
+        # The main process reads (it is data-parallel rank 0; so are its TP/CP peers).
+        self.reader = process_index == 0 if reader is None else reader
         self.split_batches = split_batches
         self.even_batches = even_batches
         self._remainder: int | None = None
@@ -255,7 +258,7 @@ class DataLoaderDispatcher(DataLoaderShard):
 
     def _dispatched(self) -> Iterator[Any]:
         self._remainder = None
-        iterator = iter(self.base_dataloader) if self.process_index == 0 else None
+        iterator = iter(self.base_dataloader) if self.reader else None
         while True:
             payloads: list[Any] = [None]
             if iterator is not None:  # the main process reads, the others receive
@@ -314,11 +317,18 @@ def prepare_data_loader(
     split_batches: bool = False,
     even_batches: bool = True,
     dispatch_batches: bool | None = None,
+    main_process: bool | None = None,
 ) -> DataLoaderShard:
-    """Return this process's share of ``dataloader`` as a prepared loader."""
+    """Return this process's share of ``dataloader`` as a prepared loader.
+
+    ``num_processes``/``process_index`` are the data-parallel size and rank (processes that
+    share a batch, as tensor-parallel ranks do, pass the same rank); ``main_process`` (given
+    when there are several processes) tells which one reads an iterable dataset and sends the
+    others their batches, so that processes sharing a data-parallel rank get the same ones.
+    """
     dataset = dataloader.dataset
     if isinstance(dataset, IterableDataset):
-        if num_processes == 1:
+        if num_processes == 1 and main_process is None:  # one process (TP peers: dispatched)
             return DataLoaderShard(dataloader, gradient_state, place)
         if dispatch_batches is False:
             raise ConfigurationError(
@@ -328,7 +338,7 @@ def prepare_data_loader(
             )
         return DataLoaderDispatcher(
             dataloader, gradient_state, place, num_processes, process_index, split_batches,
-            even_batches,
+            even_batches, main_process,
         )  # fmt: skip
     batch_sampler = dataloader.batch_sampler
     if batch_sampler is None:

@@ -28,9 +28,12 @@ import pluggy
 
 from .specs import (
     BackendSpec,
+    CheckpointWeights,
     DeviceSpec,
     EnvironmentInfo,
+    LaunchAlias,
     LaunchOption,
+    MemoryEstimate,
     PluginContext,
     PrecisionSpec,
     PrepareRequest,
@@ -156,6 +159,18 @@ def accelerate_core_device_memory_stats(device: torch.device) -> dict[str, int] 
     """Return ``{"allocated": bytes, "reserved": bytes, "max_allocated": bytes}`` for ``device``.
 
     Asked of the device's owner by memory tracking; the default reads ``torch.accelerator``.
+    """
+
+
+@hookspec(firstresult=True)
+def accelerate_core_device_memory_info(device: torch.device) -> tuple[int, int] | None:
+    """Return ``(free, total)`` bytes of ``device``, or ``None`` when they cannot be read.
+
+    Asked of the device's owner by big-model inference (``get_max_memory``, and so
+    ``infer_auto_device_map`` and ``device_map="auto"``) for the CPU and every index of the
+    accelerator torch drives, after one small tensor was created there. A device answering
+    ``None`` is left out of automatic device maps. The default reads
+    ``torch.accelerator.get_memory_info``.
     """
 
 
@@ -331,6 +346,39 @@ def accelerate_core_load_state(
     """
 
 
+@hookspec(firstresult=True)
+def accelerate_core_checkpoint_weights(
+    directory: str, manifest: dict[str, Any] | None, model: str, options: dict[str, Any]
+) -> CheckpointWeights | None:
+    """Return the full weights of ``model`` (``"model_0"``) in the checkpoint at ``directory``.
+
+    Asked of every plugin by ``accel merge-weights`` (offline, one process, no GPU), the first
+    answer wins: answer only for a checkpoint your backend wrote (``manifest["backend"]``, the
+    names it stored in ``manifest["backend_objects"]``) or for your library's own format when
+    there is no manifest (``manifest`` is ``None``); return ``None`` otherwise. ``options`` holds
+    the command's format options (``tag`` for DeepSpeed). Sharded formats consolidate here
+    (FSDP: ``torch.distributed.checkpoint`` shards; DeepSpeed: ZeRO partitions to fp32). The
+    core answers last, for the weights it stored itself (``model_<i>.safetensors``).
+    """
+
+
+@hookspec
+def accelerate_core_estimate_memory(
+    parameters: list[tuple[tuple[int, ...], int, bool]],
+    num_processes: int,
+    mixed_precisions: list[str],
+) -> list[MemoryEstimate]:
+    """Return what each rank would hold under this plugin's backend (``MemoryEstimate`` records).
+
+    Asked of every plugin by ``accel estimate-memory``, offline. ``parameters`` describes the
+    model's parameters, built on the meta device: ``(shape, element size in bytes, trainable)``
+    each; the optimizer is Adam/AdamW (two moments and a step count per trainable parameter).
+    Return one record per setting and precision of ``mixed_precisions`` your backend supports on
+    ``num_processes`` processes (nothing when it cannot run that many), computed the way your
+    backend lays the state out (how it shards, pads and keeps master copies).
+    """
+
+
 # --------------------------------------------------------------------------- launch
 
 
@@ -350,4 +398,22 @@ def accelerate_core_launch_options() -> list[LaunchOption]:
     is an error. Name options after the backend (``ddp-find-unused-parameters``): a name offered
     twice, or one that shadows a core option, is a ``PluginConflictError`` naming both
     distributions. The backend's own hooks still validate the values (unknown keys, choices).
+    """
+
+
+@hookspec
+def accelerate_core_launch_aliases() -> list[LaunchAlias]:
+    """Return Hugging Face Accelerate's launch flags and config keys this plugin gives meaning to.
+
+    Called on every plugin, like ``accelerate_core_launch_options``, when a launch command builds
+    its parser or reads a config file; must be cheap. Each ``LaunchAlias`` record becomes a
+    command-line flag of ``accel launch`` (``--use_fsdp``) and a key an HF config file may hold
+    (``fsdp_config: {fsdp_offload_params: true}`` is read as ``fsdp_offload_params``); its
+    ``translate`` turns the value into settings of ``accel launch`` options, or raises a
+    ``ConfigurationError`` naming what to use instead. A backend maps the names that concern it
+    (``use_fsdp``, ``fsdp_*``; ``use_deepspeed``, ``zero3_*``...); the core maps the general ones.
+    A name offered twice, or one that is another plugin's option, is a ``PluginConflictError``;
+    a name that is one of the plugin's own options (HF's ``fsdp_state_dict_type``) takes over its
+    underscore spelling and config key, and its ``translate`` accepts both vocabularies.
+    Two names that set one option to different values are an error naming both.
     """

@@ -6,6 +6,9 @@
 a value with ``coerce``, so a value means the same wherever it comes from. The variables a launch
 owns are ``LAUNCH_VARIABLES``: the settings of ``SETTING_VARIABLES``, the plugin options as JSON
 ``{name: {key: value}}``, the world size every rank checks, and where each value came from.
+The ``--parallelism-config-*`` options travel under Hugging Face's names
+(``ACCELERATE_USE_PARALLELISM_CONFIG``, ``PARALLELISM_CONFIG_TP_SIZE``, ...), which
+``ParallelismConfig()`` reads as its defaults.
 """
 
 from __future__ import annotations
@@ -17,12 +20,21 @@ from typing import Any
 from .errors import ConfigurationError
 from .specs import LaunchOption
 
+USE_PARALLELISM_CONFIG_ENV = "ACCELERATE_USE_PARALLELISM_CONFIG"
+# ParallelismConfig's settings (an explicit field may not contradict the command line either).
+PARALLELISM_VARIABLES = {
+    f"parallelism_config_{key}": f"PARALLELISM_CONFIG_{key.upper()}"
+    for key in ("dp_replicate_size", "dp_shard_size", "tp_size", "cp_size", "cp_backend",
+                "cp_comm_strategy")
+}  # fmt: skip
 # The settings an explicit Accelerator argument can also give, and their variables.
 SETTING_VARIABLES = {
     "backend": "ACCELERATE_CORE_BACKEND",
     "mixed_precision": "ACCELERATE_CORE_MIXED_PRECISION",
     "cpu": "ACCELERATE_CORE_USE_CPU",
     "gradient_accumulation_steps": "ACCELERATE_CORE_GRADIENT_ACCUMULATION_STEPS",
+    "use_parallelism_config": USE_PARALLELISM_CONFIG_ENV,
+    **PARALLELISM_VARIABLES,
 }
 BACKEND_OPTIONS_ENV = "ACCELERATE_CORE_BACKEND_OPTIONS"
 PRECISION_OPTIONS_ENV = "ACCELERATE_CORE_PRECISION_OPTIONS"
@@ -46,6 +58,7 @@ DEFAULT = "default"
 # Sources an explicit Accelerator argument may not contradict (it may override the others).
 STRICT_SOURCES = frozenset({COMMAND_LINE, NOTEBOOK_LAUNCHER})
 OPTION_TYPES = ("bool", "int", "float", "str", "json")
+ALIAS_TYPES = ("flag", "bool", "int", "float", "str")  # LaunchAlias.type
 
 CORE_OPTIONS: tuple[LaunchOption, ...] = (
     LaunchOption(
@@ -62,6 +75,24 @@ CORE_OPTIONS: tuple[LaunchOption, ...] = (
     LaunchOption("backend", "an installed backend (default: none for 1 process, ddp for more)"),
     LaunchOption("gradient-accumulation-steps", "micro-batches per optimizer step", "int"),
     LaunchOption("max-restarts", "restarts of the whole group after a failure (default 0)", "int"),
+    LaunchOption(
+        "num-cpu-threads-per-process", "OMP_NUM_THREADS of every process (torchrun's: 1)", "int"
+    ),
+    LaunchOption("monitor-interval", "seconds between torchrun's checks of the processes", "float"),
+    LaunchOption("log-dir", "directory of torchrun's per-rank log files (with --tee)", "str"),
+    LaunchOption("tee", "copy output to the log files too: 0 none, 1 stdout, 2 stderr, 3 both"),
+    LaunchOption("use-parallelism-config", "arrange the processes by a ParallelismConfig", "bool"),
+    LaunchOption("parallelism-config-dp-replicate-size", "replicated data-parallel ranks", "int"),
+    LaunchOption("parallelism-config-dp-shard-size", "sharded data-parallel (FSDP) ranks", "int"),
+    LaunchOption("parallelism-config-tp-size", "tensor-parallel ranks", "int"),
+    LaunchOption("parallelism-config-cp-size", "context-parallel ranks", "int"),
+    LaunchOption("parallelism-config-cp-backend", "context parallelism backend", "str", ("torch",)),
+    LaunchOption(
+        "parallelism-config-cp-comm-strategy",
+        "how ring attention exchanges keys/values",
+        "str",
+        ("allgather", "alltoall"),
+    ),
 )
 CORE_OPTIONS_BY_KEY = {option.dest: option for option in CORE_OPTIONS}
 CORE_DEFAULTS: dict[str, Any] = {
@@ -74,6 +105,12 @@ CORE_DEFAULTS: dict[str, Any] = {
     "backend": None,
     "gradient_accumulation_steps": None,
     "max_restarts": 0,
+    "num_cpu_threads_per_process": None,
+    "monitor_interval": None,
+    "log_dir": None,
+    "tee": None,
+    "use_parallelism_config": None,
+    **dict.fromkeys(PARALLELISM_VARIABLES),
 }
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config_files import load_config_file
+from .config_files import load_config_file, merge_translated
 from .errors import ConfigurationError
+from .launch_aliases import translate_aliases
 from .launch_options import (
     COMMAND_LINE,
     CORE_DEFAULTS,
@@ -20,11 +21,13 @@ from .launch_options import (
     LAUNCH_SOURCES_ENV,
     NUM_PROCESSES_ENV,
     OPTIONS_VARIABLES,
+    PARALLELISM_VARIABLES,
     SETTING_VARIABLES,
     coerce,
     plugin_source_key,
 )
-from .specs import LaunchOption
+from .plugins import collect_launch_aliases
+from .specs import LaunchAlias, LaunchOption
 
 
 @dataclass
@@ -41,6 +44,17 @@ class LaunchConfig:
     backend: str | None = None
     gradient_accumulation_steps: int | None = None
     max_restarts: int = 0
+    num_cpu_threads_per_process: int | None = None
+    monitor_interval: float | None = None
+    log_dir: str | None = None
+    tee: str | None = None
+    use_parallelism_config: bool | None = None
+    parallelism_config_dp_replicate_size: int | None = None
+    parallelism_config_dp_shard_size: int | None = None
+    parallelism_config_tp_size: int | None = None
+    parallelism_config_cp_size: int | None = None
+    parallelism_config_cp_backend: str | None = None
+    parallelism_config_cp_comm_strategy: str | None = None
     plugin_values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     options: list[LaunchOption] = field(default_factory=list, repr=False)
@@ -54,6 +68,9 @@ class LaunchConfig:
     def values(self) -> dict[str, Any]:
         """Every setting by config-file key (core then plugin options), for display and files."""
         core = {o.dest: getattr(self, o.dest) for o in CORE_OPTIONS}
+        for key in ("use_parallelism_config", *PARALLELISM_VARIABLES):
+            if not core[key]:  # shown only when set: most runs have no ParallelismConfig
+                del core[key]
         return {**core, **self.plugin_values}
 
     def plugin_options(self, kind: str) -> dict[str, dict[str, Any]]:
@@ -69,10 +86,16 @@ class LaunchConfig:
     def environment(self) -> dict[str, str]:
         """The variables every process gets (see the module docstring); unset ones are absent."""
         env = {NUM_PROCESSES_ENV: str(self.num_processes)}
+        if self.num_cpu_threads_per_process is not None:
+            env["OMP_NUM_THREADS"] = str(self.num_cpu_threads_per_process)
         given = {k for k, s in self.sources.items() if s != DEFAULT}
+        parallelism = {k: getattr(self, k) for k in PARALLELISM_VARIABLES if getattr(self, k)}
         for key, var in SETTING_VARIABLES.items():
             value = getattr(self, key)
-            if key == "cpu":
+            if key == "use_parallelism_config":  # set sizes imply it (HF needs the flag too)
+                if value or parallelism:
+                    env[var] = "true"
+            elif key == "cpu":
                 if "cpu" in given or value:
                     env[var] = "1" if value else "0"
             elif value is not None:
@@ -114,9 +137,18 @@ def resolve_launch_config(
     command_line: Mapping[str, Any],
     config_file: Path | None,
     options: list[LaunchOption],
+    aliases: list[LaunchAlias] | None = None,
+    hf_flags: Mapping[str, Any] | None = None,
 ) -> LaunchConfig:
-    """Merge command line > config file > defaults and check the result."""
-    from_file = load_config_file(config_file, options) if config_file is not None else {}
+    """Merge command line > config file > defaults and check the result.
+
+    ``command_line`` holds option values by key, ``hf_flags`` the values of Hugging Face's flags
+    by HF name (``use_fsdp``); those are translated by their ``LaunchAlias`` records (default:
+    every installed plugin's), and so are the HF keys of the config file.
+    """
+    aliases = collect_launch_aliases() if aliases is None else aliases
+    command_line = _translate_command_line(command_line, hf_flags or {}, options, aliases)
+    from_file = load_config_file(config_file, options, aliases) if config_file is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for option in options:
@@ -144,6 +176,18 @@ def resolve_launch_config(
     return config
 
 
+def _translate_command_line(
+    command_line: Mapping[str, Any],
+    hf_flags: Mapping[str, Any],
+    options: list[LaunchOption],
+    aliases: list[LaunchAlias],
+) -> dict[str, Any]:
+    """Option values with those of HF's flags merged in; a flag contradicting an option raises."""
+    values = {k: v for k, v in command_line.items() if v is not None}
+    translated, origin = translate_aliases(hf_flags, aliases, COMMAND_LINE, context=values)
+    return merge_translated(values, translated, origin, options, COMMAND_LINE)
+
+
 def _flag(config: LaunchConfig, key: str) -> str:
     source = config.sources.get(key, DEFAULT)
     spelled = "--" + key.replace("_", "-")
@@ -158,10 +202,23 @@ def check_launch_config(config: LaunchConfig) -> None:
         ("machine_rank", 0),
         ("max_restarts", 0),
         ("gradient_accumulation_steps", 1),
+        ("num_cpu_threads_per_process", 1),
+        *((key, 1) for key in PARALLELISM_VARIABLES if key.endswith("_size")),
     ):
         value = getattr(config, key)
         if value is not None and value < low:
             raise ConfigurationError(f"{_flag(config, key)} must be >= {low}, got {value}")
+    sizes = {k: getattr(config, k) for k in PARALLELISM_VARIABLES if k.endswith("_size")}
+    product = 1
+    for value in sizes.values():
+        product *= value or 1
+    if product not in (1, config.num_processes):
+        shown = " x ".join(f"{_flag(config, k)}={v}" for k, v in sizes.items() if v)
+        raise ConfigurationError(
+            f"{shown} = {product} processes but {_flag(config, 'num_processes')} is "
+            f"{config.num_processes}; the parallelism sizes must multiply to the number of "
+            "processes"
+        )
     if config.num_processes % config.num_machines:
         raise ConfigurationError(
             f"{_flag(config, 'num_processes')}={config.num_processes} is the total over all "

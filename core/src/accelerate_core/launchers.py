@@ -73,11 +73,17 @@ def _failure_order(failure: Any) -> tuple[bool, float]:
     return (False, float(failure.timestamp) + 1.0)
 
 
+# What torch records as the message of a process that wrote no error file.
+NO_ERROR_FILE_MESSAGE = "<NONE>"
+
+
 def _failure_traceback(failure: Any) -> str | None:
     message = (failure.error_file_data or {}).get("message")
     if isinstance(message, dict):
         return message.get("extraInfo", {}).get("py_callstack") or message.get("message")
-    return message if isinstance(message, str) and message else None
+    if not isinstance(message, str) or message in ("", NO_ERROR_FILE_MESSAGE):
+        return None
+    return message
 
 
 def describe_failure(error: Any) -> tuple[str, int]:

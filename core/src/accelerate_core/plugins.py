@@ -21,8 +21,15 @@ import pluggy
 from . import hookspecs
 from .builtin import BUILTIN_PLUGINS, defaults
 from .errors import PluginConflictError, PluginError, PluginNotInstalledError
-from .launch_options import CORE_OPTIONS, OPTION_TYPES
-from .specs import BackendSpec, DeviceSpec, LaunchOption, PrecisionSpec, TrackerSpec
+from .launch_options import ALIAS_TYPES, CORE_OPTIONS, OPTION_TYPES
+from .specs import (
+    BackendSpec,
+    DeviceSpec,
+    LaunchAlias,
+    LaunchOption,
+    PrecisionSpec,
+    TrackerSpec,
+)
 from .version import __version__
 
 ENTRY_POINT_GROUP = "accelerate_core"
@@ -319,6 +326,14 @@ class PluginManager:
     def failed_entry_points(self) -> Iterable[EntryPointRecord]:
         return [r for r in self.entry_points if r.exception is not None]
 
+    def _option_distribution(self, option: LaunchOption) -> str:
+        """The distribution of the plugin that offers ``option`` (the core for its own)."""
+        if option.target is None:
+            return CORE_DISTRIBUTION
+        kind, name = option.target
+        registered = self.registry(strict=False)[kind].get(name)
+        return registered.distribution if registered is not None else "unknown distribution"
+
     def launch_options(self) -> list[LaunchOption]:
         """The core's launch options followed by every plugin's, checked for clashes."""
         options = list(CORE_OPTIONS)
@@ -345,6 +360,36 @@ class PluginManager:
                 owners[option.dest] = dist
                 options.append(option)
         return options
+
+    def launch_aliases(self, options: Sequence[LaunchOption] | None = None) -> list[LaunchAlias]:
+        """Every plugin's ``LaunchAlias`` records (HF's spellings), checked for clashes."""
+        options = self.launch_options() if options is None else options
+        # An alias may share its name with an option of its own plugin: HF's spelling of that
+        # option, whose translation accepts HF's values as well as the option's.
+        option_owner = {o.dest: self._option_distribution(o) for o in options}
+        owners: dict[str, str] = {}
+        reserved = ("config_file", "dry_run", "module", "script", "script_args", "help")
+        owners.update(dict.fromkeys(reserved, CORE_DISTRIBUTION))
+        aliases = []
+        for impl in self.pm.hook.accelerate_core_launch_aliases.get_hookimpls():
+            dist = self.distribution_of(impl.plugin)
+            for alias in impl.function() or ():
+                if not isinstance(alias, LaunchAlias) or alias.type not in ALIAS_TYPES:
+                    raise PluginConflictError(
+                        f"plugin {self.pm.get_name(impl.plugin)!r} ({dist}) returned {alias!r} "
+                        "from accelerate_core_launch_aliases; expected LaunchAlias records "
+                        f"with a type among {', '.join(ALIAS_TYPES)}"
+                    )
+                if alias.name in option_owner and option_owner[alias.name] != dist:
+                    owners.setdefault(alias.name, option_owner[alias.name])
+                if alias.name in owners:
+                    raise PluginConflictError(
+                        f"launch flag '--{alias.name}' is offered by both {owners[alias.name]} "
+                        f"and {dist}; uninstall one of them"
+                    )
+                owners[alias.name] = dist
+                aliases.append(alias)
+        return sorted(aliases, key=lambda a: a.name)
 
 
 def _hook_mismatch(record: EntryPointRecord, exc: Exception) -> str:
@@ -386,3 +431,8 @@ def reset_plugin_manager() -> None:
 def collect_launch_options(manager: PluginManager | None = None) -> list[LaunchOption]:
     """The launch options of the core and every installed plugin (``accel launch --help``)."""
     return (manager or get_plugin_manager()).launch_options()
+
+
+def collect_launch_aliases(manager: PluginManager | None = None) -> list[LaunchAlias]:
+    """Hugging Face Accelerate's flag and config-key spellings every installed plugin maps."""
+    return (manager or get_plugin_manager()).launch_aliases()

@@ -61,8 +61,10 @@ def launch_setting(name: str, explicit: Any, environ: Mapping[str, str] | None =
             shown = "`accel launch " + (flag if name == "cpu" else f"{flag} {launched}") + "`"
         else:
             shown = f"notebook_launcher({name}={launched!r})"
+        field_name = name.removeprefix("parallelism_config_")
+        owner = "Accelerator" if field_name == name else "ParallelismConfig"
         raise ConfigurationError(
-            f"Accelerator({name}={explicit!r}) contradicts {shown}; remove the argument from "
+            f"{owner}({field_name}={explicit!r}) contradicts {shown}; remove the argument from "
             "the script or the option from the launch"
         )
     return explicit

@@ -6,6 +6,7 @@ any plugin code. Behaviour is asked for later, once, through the family hooks of
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,11 @@ class BackendSpec:
             micro-step by design (DeepSpeed ZeRO-2/3 accumulate into partitioned gradients), so
             its ``no_sync`` cannot silence them; the conformance suite then does not require
             silent micro-steps.
+        parallelism: the ``ParallelismConfig`` dimensions the backend applies to models
+            (``"dp_replicate"``, ``"dp_shard"``, ``"tp"``, ``"cp"``); a layout enabling another
+            is refused at ``Accelerator`` creation. Plain data parallelism (only
+            ``dp_replicate``) needs none. A backend listing ``"dp_shard"`` gets every process
+            as ``dp_shard`` from a ``ParallelismConfig`` whose sizes are all 1.
     """
 
     name: str
@@ -38,6 +44,7 @@ class BackendSpec:
     owns_precision: bool = False
     places_models: bool = False
     reduces_every_micro_step: bool = False
+    parallelism: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,10 @@ class PluginContext:
         precision_options: user options for the precision (``Accelerator(precision_options=...)``).
         gradient_state: the live accumulation state (``sync_gradients``, ``end_of_dataloader``):
             engines that own accumulation boundaries (DeepSpeed) read it on each step.
+        parallelism: the process layout (``accelerate_core.parallelism.ParallelLayout``):
+            the ``ParallelismConfig`` (``.config``, ``None`` when the script gave none), its
+            ``DeviceMesh`` (``.mesh``) and sub-meshes (``.submesh("tp")``,
+            ``.submesh("dp_replicate", "dp_shard_cp")``), the data-parallel rank and size.
     """
 
     state: Any
@@ -142,6 +153,7 @@ class PluginContext:
     backend_options: dict[str, Any] = field(default_factory=dict)
     precision_options: dict[str, Any] = field(default_factory=dict)
     gradient_state: Any = None
+    parallelism: Any = None
 
     @property
     def device(self) -> Any:
@@ -221,3 +233,89 @@ class TrackerSpec:
     modules: tuple[str, ...] = ()
     requires_logging_directory: bool = False
     description: str = ""
+
+
+@dataclass(frozen=True)
+class LaunchAlias:
+    """Another launcher's spelling of launch settings, mapped onto this project's options.
+
+    Hugging Face Accelerate users bring ``accelerate launch`` flags and ``accelerate config``
+    files; each of HF's names is a record like this one, returned by the plugin that owns what it
+    means (``accelerate_core_launch_aliases``), so no flag is ever silently dropped: it is
+    translated, or refused with a message naming what to use instead.
+
+    Attributes:
+        name: HF's spelling with underscores, without dashes (``"use_fsdp"``): the command line
+            accepts ``--name`` and ``--name-with-dashes``; an HF config file uses it as a key.
+        help: one line for ``--help``: what the flag becomes here.
+        type: how its value is read: ``"flag"`` (no value on the command line; true/false in a
+            file), ``"bool"`` (true/false, yes/no, 1/0), ``"int"``, ``"float"`` or ``"str"``.
+        translate: ``translate(value, given) -> {option key: value}``, the settings it gives
+            (keys are config-file keys of ``accel launch`` options). ``given`` maps every HF name
+            of the same launch to its value, for names whose meaning depends on others. Raise
+            ``ConfigurationError`` for a value that cannot be honoured, naming what to use.
+            ``None``: the name is always refused with ``instead``.
+        instead: for a refused name, what to use instead (completes "is not supported: ...").
+        command_line: False for names that exist only as config-file keys (``distributed_type``).
+        short: an extra one-letter command-line spelling (``"-t"``), as HF has for a few flags.
+    """
+
+    name: str
+    help: str = ""
+    type: str = "str"
+    translate: Callable[[Any, Mapping[str, Any]], Mapping[str, Any]] | None = field(
+        default=None, compare=False
+    )
+    instead: str = ""
+    command_line: bool = True
+    short: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointWeights:
+    """A model's full weights inside a checkpoint, read one tensor at a time.
+
+    Returned by ``accelerate_core_checkpoint_weights`` for ``accel merge-weights``, which writes
+    them as safetensors with a progress bar; loading tensor by tensor keeps memory at one tensor
+    (plus the output shard) for formats that allow it.
+
+    Attributes:
+        names: the parameter and buffer names, as a plain model's ``state_dict`` has them.
+        load: ``load(name) -> torch.Tensor`` on the CPU.
+        nbytes: bytes of every tensor by name (for the progress bar), when known.
+        description: what the weights are, for the report (``"fp32 master weights (ZeRO-3)"``).
+    """
+
+    names: tuple[str, ...]
+    load: Callable[[str], Any] = field(compare=False)
+    nbytes: Mapping[str, int] = field(default_factory=dict, compare=False)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Model-state bytes each rank holds under one backend setting (``accel estimate-memory``).
+
+    Returned by ``accelerate_core_estimate_memory``: the figures are what the ranks hold at rest
+    after an optimizer step (parameters, gradients kept for the next step, optimizer state),
+    not activations, communication buffers or the allocator's cache.
+
+    Attributes:
+        backend: the backend's name.
+        setting: the variant (``"replicated"``, ``"sharded"``, ``"ZeRO-2"``...).
+        mixed_precision: the precision the figures are for.
+        parameters, gradients, optimizer_states: bytes on each rank, rank 0 first.
+        note: how the figures are computed (shown under the table).
+    """
+
+    backend: str
+    setting: str
+    mixed_precision: str
+    parameters: tuple[int, ...]
+    gradients: tuple[int, ...]
+    optimizer_states: tuple[int, ...]
+    note: str = ""
+
+    def per_rank(self) -> tuple[int, ...]:
+        """Total model-state bytes of each rank."""
+        return tuple(map(sum, zip(self.parameters, self.gradients, self.optimizer_states)))

@@ -50,6 +50,8 @@ def clear_launch_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             name in LAUNCH_VARIABLES
             or name.startswith("SLURM_")
             or name.startswith("ACCELERATE_CORE_")
+            or name.startswith("PARALLELISM_CONFIG_")  # accel launch --parallelism-config-*
+            or name == "ACCELERATE_USE_PARALLELISM_CONFIG"
         ):
             monkeypatch.delenv(name)
 
@@ -95,6 +97,12 @@ def _real_stderr(config: pytest.Config) -> Any:
             if capture is not None:
                 capture.resume_global_capture()
     return _REAL_STDERR[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    faulthandler.cancel_dump_traceback_later()
+    while _REAL_STDERR:
+        _REAL_STDERR.pop().close()
 
 
 @pytest.hookimpl(hookwrapper=True)

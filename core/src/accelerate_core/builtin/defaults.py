@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..hookspecs import hookimpl
-from ..specs import EnvironmentInfo, PluginContext, PrepareRequest
+from ..specs import CheckpointWeights, EnvironmentInfo, PluginContext, PrepareRequest
 
 last = hookimpl(trylast=True)
 
@@ -67,6 +67,18 @@ def accelerate_core_device_memory_stats(device: torch.device) -> dict[str, int] 
         "reserved": torch.accelerator.memory_reserved(device),
         "max_allocated": torch.accelerator.max_memory_allocated(device),
     }
+
+
+@last
+def accelerate_core_device_memory_info(device: torch.device) -> tuple[int, int] | None:
+    reader = getattr(torch.accelerator, "get_memory_info", None)
+    if device.type == "cpu" or reader is None:
+        return None
+    try:
+        free, total = reader(device)
+    except (RuntimeError, ValueError):  # not the accelerator torch drives
+        return None
+    return int(free), int(total)
 
 
 @last
@@ -222,3 +234,26 @@ class _SkippedFlag:
 @last
 def accelerate_core_get_state_dict(model: torch.nn.Module, context: PluginContext) -> None:
     return None
+
+
+@last
+def accelerate_core_checkpoint_weights(
+    directory: str, manifest: dict[str, Any] | None, model: str, options: dict[str, Any]
+) -> CheckpointWeights | None:
+    """The weights the core stored itself: ``<model>.safetensors`` of a replicated backend."""
+    if manifest is None or model in manifest.get("backend_objects", ()):
+        return None
+    name = f"{model}.safetensors"
+    if name not in manifest.get("files", {}):
+        return None
+    from safetensors import safe_open
+
+    path = f"{directory}/{name}"
+    with safe_open(path, framework="pt") as file:
+        names = tuple(file.keys())
+
+    def load(key: str) -> torch.Tensor:
+        with safe_open(path, framework="pt") as file:
+            return file.get_tensor(key)
+
+    return CheckpointWeights(names, load, description=f"{name} (backend '{manifest['backend']}')")

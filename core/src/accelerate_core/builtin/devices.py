@@ -8,8 +8,13 @@ the core's defaults, so a vendor plugin only overrides what differs for its hard
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..hookspecs import hookimpl
 from ..specs import DeviceSpec
+
+if TYPE_CHECKING:
+    import torch
 
 HALF_PRECISIONS = frozenset({"fp16", "bf16"})
 
@@ -22,3 +27,23 @@ def accelerate_core_devices() -> list[DeviceSpec]:
         DeviceSpec(name="xpu", dist_backend="xccl", precisions=HALF_PRECISIONS),
         DeviceSpec(name="mps", dist_backend="gloo", precisions=HALF_PRECISIONS),
     ]
+
+
+@hookimpl
+def accelerate_core_device_memory_info(device: torch.device) -> tuple[int, int] | None:
+    """(free, total) bytes: the host's available memory for CPU and MPS (unified), else torch's."""
+    import torch
+
+    if device.type in ("cpu", "mps"):
+        import psutil
+
+        memory = psutil.virtual_memory()
+        return int(memory.available), int(memory.total)
+    module = {"cuda": getattr(torch, "cuda", None), "xpu": getattr(torch, "xpu", None)}.get(
+        device.type
+    )
+    reader = getattr(module, "mem_get_info", None)
+    if reader is None:
+        return None
+    free, total = reader(device)
+    return int(free), int(total)

@@ -2,7 +2,9 @@
 
 * ``accel config`` asks a few questions (Enter keeps the default shown) and writes the file;
 * ``accel config default`` writes the defaults for this machine without asking;
-* ``accel config show`` prints the file and what ``accel launch`` would use with it.
+* ``accel config show`` prints the file and what ``accel launch`` would use with it;
+* ``accel config import HF.yaml`` turns a Hugging Face Accelerate config file into this one;
+* ``accel config reset`` removes the file (only a file of launch settings, never another one).
 
 The file is plain YAML (``yaml.safe_load``), one ``key: value`` per launch option, dash or
 underscore spellings; unknown keys are an error listing the valid ones. Default location:
@@ -22,20 +24,25 @@ from ..errors import AccelerateCoreError, ConfigurationError
 from ..launch_options import CONFIG_FILE_ENV, coerce
 from ..launch_settings import default_num_processes, resolve_launch_config
 from ..plugins import get_plugin_manager
-from ..specs import LaunchOption
+from ..specs import LaunchAlias, LaunchOption
 from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 from .launch import describe
+from .text import summary
 
 
-def register(commands: Any, options: Sequence[LaunchOption]) -> None:
+def register(
+    commands: Any, options: Sequence[LaunchOption], aliases: Sequence[LaunchAlias] = ()
+) -> None:
     parser = commands.add_parser(
         "config",
         help="write, show or reset the launch config file",
-        description=__doc__.split("\n\n")[0],
+        description=summary(__doc__),
     )
     _file_argument(parser)
-    parser.set_defaults(run=run_questionnaire, launch_options=list(options))
-    sub = parser.add_subparsers(dest="config_command", metavar="{default,show}")
+    parser.set_defaults(
+        run=run_questionnaire, launch_options=list(options), launch_aliases=list(aliases)
+    )
+    sub = parser.add_subparsers(dest="config_command", metavar="{default,show,import,reset}")
     default = sub.add_parser("default", help="write this machine's defaults without questions")
     _file_argument(default)
     default.add_argument("--force", action="store_true", help="replace an existing file")
@@ -43,6 +50,16 @@ def register(commands: Any, options: Sequence[LaunchOption]) -> None:
     show = sub.add_parser("show", help="print the config file and the launch it gives")
     _file_argument(show)
     show.set_defaults(run=run_show)
+    imported = sub.add_parser(
+        "import", help="write this file from a Hugging Face Accelerate config (accelerate config)"
+    )
+    imported.add_argument("hf_config", metavar="HF_CONFIG", help="the file HF wrote (YAML/JSON)")
+    _file_argument(imported)
+    imported.add_argument("--force", action="store_true", help="replace an existing file")
+    imported.set_defaults(run=run_import)
+    reset = sub.add_parser("reset", help="remove the config file (launches use the defaults)")
+    _file_argument(reset)
+    reset.set_defaults(run=run_reset)
 
 
 def _file_argument(parser: argparse.ArgumentParser) -> None:
@@ -97,13 +114,29 @@ def _parser_for(option: LaunchOption) -> Callable[[str], Any]:
     return lambda text: coerce(option, text, option.dest)
 
 
-def _choice(valid: Sequence[str]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in valid:
-            raise ConfigurationError(f"{text!r} is not one of {', '.join(valid)}")
-        return text
+def _choice(valid: Sequence[Any]) -> Callable[[str], Any]:
+    """Read a menu answer: the choice's number or its name."""
+
+    def parse(text: str) -> Any:
+        if text.isdigit() and 1 <= int(text) <= len(valid):
+            return valid[int(text) - 1]
+        for value in valid:
+            if text == str(value):
+                return value
+        raise ConfigurationError(
+            f"{text!r} is not one of {', '.join(map(str, valid))} (or their numbers)"
+        )
 
     return parse
+
+
+def _menu(question: str, valid: Sequence[Any], default: Any) -> Any:
+    """A numbered menu (as HF's ``accelerate config`` shows its choices); Enter keeps the
+    default, a number or a name chooses."""
+    print(question)
+    for number, value in enumerate(valid, 1):
+        print(f"  {number}) {_show(value)}" + ("  (default)" if value == default else ""))
+    return _ask("Choice", default, _choice(valid))
 
 
 def questionnaire(options: Sequence[LaunchOption]) -> dict[str, Any]:
@@ -112,7 +145,12 @@ def questionnaire(options: Sequence[LaunchOption]) -> dict[str, Any]:
     by_key = {o.dest: o for o in options}
 
     def ask(key: str, question: str, default: Any) -> Any:
-        return _ask(question, default, _parser_for(by_key[key]))
+        option = by_key[key]
+        if option.choices is not None:
+            return _menu(question, option.choices, default)
+        if option.type == "bool":
+            question += " (yes/no)"
+        return _ask(question, default, _parser_for(option))
 
     registry = get_plugin_manager().registry()
     values: dict[str, Any] = {}
@@ -129,12 +167,10 @@ def questionnaire(options: Sequence[LaunchOption]) -> dict[str, Any]:
         per_machine * values["num_machines"],
     )
     backends = ["auto", *sorted(registry["backend"])]
-    backend = _ask(f"Backend ({', '.join(backends)})?", "auto", _choice(backends))
+    backend = _menu("Backend (auto: none for 1 process, ddp for more)?", backends, "auto")
     values["backend"] = None if backend == "auto" else backend
     precisions = sorted(registry["precision"])
-    values["mixed_precision"] = _ask(
-        f"Mixed precision ({', '.join(precisions)})?", "no", _choice(precisions)
-    )
+    values["mixed_precision"] = _menu("Mixed precision?", precisions, "no")
     values["gradient_accumulation_steps"] = ask(
         "gradient_accumulation_steps", "Gradient accumulation steps?", 1
     )
@@ -191,6 +227,42 @@ def run_default(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_import(args: argparse.Namespace) -> int:
+    """Translate an HF config (through the plugins' ``LaunchAlias`` records) and write ours."""
+    path = _path(args)
+    source = Path(args.hf_config).expanduser()
+    if not source.is_file():
+        return _fail(f"{source} does not exist")
+    if path.exists() and not args.force:
+        return _fail(f"{path} exists; pass --force to replace it, or --config-file OTHER")
+    if path.resolve() == source.resolve():
+        return _fail("write the imported settings to another file (--config-file OTHER)")
+    try:
+        values = load_config_file(source, args.launch_options, args.launch_aliases)
+        resolve_launch_config(values, None, args.launch_options, args.launch_aliases)
+    except AccelerateCoreError as exc:
+        return _fail(f"{exc}; nothing written")
+    write_config_file(path, values)
+    print(f"accel config: wrote {path} from {source}:")
+    print("\n".join(f"  {key}: {value}" for key, value in values.items()))
+    return 0
+
+
+def run_reset(args: argparse.Namespace) -> int:
+    """Remove the config file, after checking it holds launch settings (not another file)."""
+    path = _path(args)
+    if not path.is_file():
+        print(f"accel config: no config file at {path}; nothing to reset")
+        return 0
+    try:
+        load_config_file(path, args.launch_options, args.launch_aliases)
+    except AccelerateCoreError as exc:
+        return _fail(f"{path} is not a launch config ({exc}); remove it yourself if you meant to")
+    path.unlink()
+    print(f"accel config: removed {path}; accel launch uses the defaults now")
+    return 0
+
+
 def run_show(args: argparse.Namespace) -> int:
 
     path = _path(args)
@@ -199,8 +271,8 @@ def run_show(args: argparse.Namespace) -> int:
             f"no config file at {path}; write one with `accel config` or `accel config default`"
         )
     try:
-        load_config_file(path, args.launch_options)
-        config = resolve_launch_config({}, path, args.launch_options)
+        load_config_file(path, args.launch_options, args.launch_aliases)
+        config = resolve_launch_config({}, path, args.launch_options, args.launch_aliases)
     except AccelerateCoreError as exc:
         return _fail(str(exc))
     print(f"# {path}")

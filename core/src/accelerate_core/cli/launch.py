@@ -23,8 +23,9 @@ from ..errors import AccelerateCoreError, ConfigurationError
 from ..launch_settings import LaunchConfig, resolve_launch_config
 from ..launchers import describe_failure, launch_environment
 from ..plugins import get_plugin_manager
-from ..specs import LaunchOption
+from ..specs import LaunchAlias, LaunchOption
 from ..state import select_precision
+from .text import summary
 from .worker import run_target
 
 # Run by path, not with -m: the worker then imports only the standard library (the script
@@ -49,7 +50,14 @@ def _json_value(text: str) -> Any:
 _TYPES = {"int": int, "float": float, "str": str, "json": _json_value}
 
 
-def add_option(group: Any, option: LaunchOption) -> None:
+# One-letter spellings Hugging Face Accelerate has for an option of ours.
+SHORT_SPELLINGS = {"tee": "-t"}
+
+
+ALIAS_DEST = "hf:"  # argparse destination prefix of Hugging Face's flags
+
+
+def add_option(group: Any, option: LaunchOption, underscore: bool = True) -> None:
     """One ``LaunchOption`` as an argparse option (dash and underscore spellings)."""
     kwargs: dict[str, Any] = {"dest": option.dest, "default": None, "help": option.help}
     if option.type == "bool":
@@ -59,10 +67,32 @@ def add_option(group: Any, option: LaunchOption) -> None:
         kwargs["metavar"] = option.dest.upper()
         if option.choices is not None:
             kwargs["choices"] = option.choices
-    group.add_argument(*_spellings(option.name), **kwargs)
+    short = [SHORT_SPELLINGS[option.dest]] if option.dest in SHORT_SPELLINGS else []
+    spellings = _spellings(option.name) if underscore else [f"--{option.name}"]
+    group.add_argument(*short, *spellings, **kwargs)
 
 
-def add_launch_arguments(parser: argparse.ArgumentParser, options: Sequence[LaunchOption]) -> None:
+def add_alias(group: Any, alias: LaunchAlias, taken: set[str]) -> None:
+    """One of Hugging Face Accelerate's flags; its value is read and translated at resolve.
+
+    Its dash spelling is left out when it is an option's flag (HF's name of that option)."""
+    spellings = [*([alias.short] if alias.short else []), f"--{alias.name}"]
+    dashed = f"--{alias.name.replace('_', '-')}"
+    if "_" in alias.name and dashed not in taken:
+        spellings.append(dashed)
+    kwargs: dict[str, Any] = {"dest": ALIAS_DEST + alias.name, "default": None, "help": alias.help}
+    if alias.type == "flag":
+        kwargs.update(action="store_const", const=True)
+    else:
+        kwargs["metavar"] = alias.type.upper()
+    group.add_argument(*spellings, **kwargs)
+
+
+def add_launch_arguments(
+    parser: argparse.ArgumentParser,
+    options: Sequence[LaunchOption],
+    aliases: Sequence[LaunchAlias] = (),
+) -> None:
     """The options shared by ``accel launch`` and ``accel test``."""
     core = parser.add_argument_group("launch options (each also a config-file key)")
     core.add_argument(
@@ -79,22 +109,81 @@ def add_launch_arguments(parser: argparse.ArgumentParser, options: Sequence[Laun
         help="print the resolved configuration and the exact command; run nothing",
     )
     groups: dict[tuple[str, str] | None, Any] = {None: core}
+    on_command_line = [a for a in aliases if a.command_line]
+    hf_names = {a.name for a in on_command_line}
+    taken: set[str] = set()
     for option in options:
         target = option.target
         if target not in groups:
             groups[target] = parser.add_argument_group(f"options of {target[0]} '{target[1]}'")
-        add_option(groups[target], option)
-    parser.set_defaults(launch_options=list(options))
+        add_option(groups[target], option, underscore=option.dest not in hf_names)
+        taken.add(f"--{option.name}")
+    if on_command_line:
+        hf = parser.add_argument_group(
+            "Hugging Face Accelerate's flags (each translated into the options above, or refused "
+            "naming what to use instead)"
+        )
+        for alias in on_command_line:
+            add_alias(hf, alias, taken)
+    parser.set_defaults(launch_options=list(options), launch_aliases=list(aliases))
 
 
-def register(commands: Any, options: Sequence[LaunchOption]) -> None:
+BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def bool_values_as_flags(
+    argv: Sequence[str], options: Sequence[LaunchOption], aliases: Sequence[LaunchAlias] = ()
+) -> list[str]:
+    """``--fsdp-cpu-offload false`` (how HF's users pass booleans) as ``--no-fsdp-cpu-offload``.
+
+    A yes/no option is a flag here; without this, the word after it would be taken for the
+    script. Only the launch's own arguments are read: scanning stops at the script.
+    """
+    flags: dict[str, str] = {}
+    valued: set[str] = {"--config-file", "--config_file"}
+    hf_spellings = {f"--{a.name}" for a in aliases}  # HF's spelling of an option is the alias
+    for option in options:
+        for spelling in _spellings(option.name):
+            if spelling in hf_spellings:
+                continue
+            if option.type == "bool":
+                flags[spelling] = option.name
+            else:
+                valued.add(spelling)
+    for alias in aliases:
+        if alias.type != "flag":
+            valued.update({f"--{alias.name}", f"--{alias.name.replace('_', '-')}"})
+    out = list(argv[:1])  # the command
+    i = 1
+    while i < len(argv):
+        token = argv[i]
+        if token == "--" or not token.startswith("-"):
+            return out + list(argv[i:])  # the script and its arguments: untouched
+        name, eq, inline = token.partition("=")
+        word = inline if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+        if name in flags and word.lower() in BOOL_WORDS:
+            out.append(f"--{'' if BOOL_WORDS[word.lower()] else 'no-'}{flags[name]}")
+            i += 1 if eq else 2
+        elif token in valued:
+            out.extend(argv[i : i + 2])
+            i += 2
+        else:
+            out.append(token)
+            i += 1
+    return out
+
+
+def register(
+    commands: Any, options: Sequence[LaunchOption], aliases: Sequence[LaunchAlias] = ()
+) -> None:
     parser = commands.add_parser(
         "launch",
         help="run a training script on one or several processes/machines",
-        description=__doc__.split("\n\n")[0],
+        description=summary(__doc__),
+        usage="accel launch [options] [Hugging Face Accelerate flags] SCRIPT [ARGS ...]",
         allow_abbrev=False,
     )
-    add_launch_arguments(parser, options)
+    add_launch_arguments(parser, options, aliases)
     parser.add_argument(
         "-m", "--module", action="store_true", help="run SCRIPT as a module, like python -m"
     )
@@ -106,8 +195,16 @@ def register(commands: Any, options: Sequence[LaunchOption]) -> None:
 def resolve(args: argparse.Namespace) -> LaunchConfig:
     """The launch configuration from parsed arguments, the config file and the defaults."""
     options: list[LaunchOption] = args.launch_options
+    aliases: list[LaunchAlias] = getattr(args, "launch_aliases", [])
     command_line = {o.dest: getattr(args, o.dest, None) for o in options}
-    config = resolve_launch_config(command_line, config_file_to_read(args.config_file), options)
+    hf_flags = {a.name: getattr(args, ALIAS_DEST + a.name, None) for a in aliases}
+    config = resolve_launch_config(
+        command_line,
+        config_file_to_read(args.config_file),
+        options,
+        aliases,
+        {k: v for k, v in hf_flags.items() if v is not None},
+    )
     _check_installed(config)
     return config
 
@@ -132,7 +229,14 @@ def _check_installed(config: LaunchConfig) -> None:
 
 
 def uses_torchrun(config: LaunchConfig) -> bool:
-    return config.num_processes > 1 or config.num_machines > 1 or config.max_restarts > 0
+    """Several processes, restarts or torchrun's log files need torchrun; one process does not."""
+    return (
+        config.num_processes > 1
+        or config.num_machines > 1
+        or config.max_restarts > 0
+        or config.log_dir is not None
+        or config.tee is not None
+    )
 
 
 def torchrun_arguments(
@@ -144,6 +248,12 @@ def torchrun_arguments(
         f"--nproc-per-node={config.processes_per_machine}",
         f"--max-restarts={config.max_restarts}",
     ]
+    if config.monitor_interval is not None:
+        arguments.append(f"--monitor-interval={config.monitor_interval}")
+    if config.log_dir is not None:
+        arguments.append(f"--log-dir={config.log_dir}")
+    if config.tee is not None:
+        arguments.append(f"--tee={config.tee}")
     if config.num_machines == 1 and config.main_process_port is None:
         arguments.append("--standalone")  # a free port on this machine, chosen by torch
     else:

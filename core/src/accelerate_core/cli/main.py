@@ -13,9 +13,18 @@ from collections.abc import Sequence
 
 from ..errors import AccelerateCoreError
 from ..launch_options import CORE_OPTIONS
-from ..plugins import collect_launch_options
+from ..plugins import collect_launch_aliases, collect_launch_options
 from ..version import __version__
-from . import config, env, launch, memory, test_command
+from . import (
+    config,
+    convert_checkpoint,
+    env,
+    estimate_memory,
+    launch,
+    memory,
+    merge_weights,
+    test_command,
+)
 
 # Commands whose parser includes the options installed plugins add.
 LAUNCH_COMMANDS = {"launch", "test", "config"}
@@ -28,7 +37,9 @@ def _command(argv: Sequence[str]) -> str | None:
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     argv = sys.argv[1:] if argv is None else argv
-    options = collect_launch_options() if _command(argv) in LAUNCH_COMMANDS else list(CORE_OPTIONS)
+    launching = _command(argv) in LAUNCH_COMMANDS
+    options = collect_launch_options() if launching else list(CORE_OPTIONS)
+    aliases = collect_launch_aliases() if launching else []
     parser = argparse.ArgumentParser(
         prog="accel", description="accelerate-core: run one training script anywhere."
     )
@@ -36,10 +47,26 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     env.register(commands)
     memory.register(commands)
-    launch.register(commands, options)
-    config.register(commands, options)
-    test_command.register(commands, options)
+    convert_checkpoint.register(commands)
+    merge_weights.register(commands)
+    estimate_memory.register(commands)
+    launch.register(commands, options, aliases)
+    config.register(commands, options, aliases)
+    test_command.register(commands, options, aliases)
+    parser.launch_inputs = (options, aliases)  # type: ignore[attr-defined]
     return parser
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``--flag false`` after a yes/no launch option (as HF's users write it)
+    becomes ``--no-flag`` first."""
+    argv = list(argv)
+    command = _command(argv)
+    if command in ("launch", "test"):
+        at = argv.index(command)
+        options, aliases = parser.launch_inputs  # type: ignore[attr-defined]
+        argv = argv[:at] + launch.bool_values_as_flags(argv[at:], options, aliases)
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AccelerateCoreError as exc:  # two plugins offering the same launch option
         print(f"accel: error: {exc}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return 0

@@ -12,21 +12,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..specs import LaunchOption
+from ..specs import LaunchAlias, LaunchOption
 from . import launch
 from .launch import add_launch_arguments
+from .text import summary
 
 TRAINING_CHECK = Path(__file__).with_name("training_check.py")
 
 
-def register(commands: Any, options: Sequence[LaunchOption]) -> None:
+def register(
+    commands: Any, options: Sequence[LaunchOption], aliases: Sequence[LaunchAlias] = ()
+) -> None:
     parser = commands.add_parser(
         "test",
         help="run a short training under the current launch configuration",
-        description=__doc__.split("\n\n")[0],
+        description=summary(__doc__),
         allow_abbrev=False,
     )
-    add_launch_arguments(parser, options)
+    add_launch_arguments(parser, options, aliases)
     parser.set_defaults(run=run)
 
 
