@@ -251,6 +251,26 @@ def resolve(path: str) -> object:
     raise ImportError(path)
 
 
+def defined_in(module: object, name: str) -> bool:
+    """Whether ``name`` is a public name that ``module`` defines rather than imports."""
+    if name.startswith("_"):
+        return False
+    value = vars(module)[name]
+    home = getattr(value, "__module__", None)
+    return home == module.__name__ or (home is None and not inspect.ismodule(value))
+
+
+def reference_options() -> dict[str, dict[str, object]]:
+    """The ``options:`` given to each ``::: dotted.path`` line (the indented YAML under it)."""
+    found = {}
+    for page in pages():
+        text = page.read_text(encoding="utf-8")
+        for match in re.finditer(r"^::: ([\w.]+)[ \t]*\n((?:    .*\n)*)", text, re.MULTILINE):
+            body = "\n".join(line[4:] for line in match.group(2).splitlines())
+            found[match.group(1)] = (yaml.safe_load(body) or {}).get("options", {})
+    return found
+
+
 def test_every_hf_compatible_module_declares_its_public_names():
     missing = [m for m in public_modules() if not hasattr(importlib.import_module(m), "__all__")]
     missing = [m for m in missing if m.startswith("accelerate_core")]
@@ -261,11 +281,12 @@ def test_the_api_reference_covers_every_public_name():
     directives = reference_directives()
     assert len(directives) > 20  # sanity: the reference pages were read
     rendered: dict[str, object] = {path: resolve(path) for path in directives}
-    # A module rendered whole renders its public members as well (its __all__, else every
-    # name without a leading underscore).
+    # A module rendered whole renders its public members as well: its __all__, else the names
+    # without a leading underscore that it defines (mkdocstrings does not render what a module
+    # only imports).
     for path, obj in list(rendered.items()):
         if inspect.ismodule(obj):
-            names = public_names(path) or [n for n in vars(obj) if not n.startswith("_")]
+            names = public_names(path) or [n for n in vars(obj) if defined_in(obj, n)]
             for name in names:
                 rendered[f"{path}.{name}"] = getattr(obj, name)
     # Rendered under another path (a re-export) counts when it is the same object; a plain value
@@ -289,6 +310,27 @@ def test_the_api_reference_covers_every_public_name():
         "public names without an entry in the API reference: add a line `::: NAME` to the page "
         "of docs/reference/ where it belongs (mkdocstrings renders its docstring)"
     )
+
+
+def test_classes_render_what_they_inherit_from_undocumented_bases():
+    """A class whose public methods come from a base the reference does not render (a mixin such
+    as the Accelerator's MeshMethods) must render them itself (``inherited_members: true``);
+    mkdocstrings leaves inherited members out by default."""
+    options = reference_options()
+    rendered_ids = {id(resolve(path)) for path in options}
+    missing = []
+    for path, opts in options.items():
+        cls = resolve(path)
+        if not inspect.isclass(cls) or opts.get("inherited_members"):
+            continue
+        for base in cls.__mro__[1:]:
+            ours = base.__module__.split(".")[0] in PACKAGES
+            if not ours or id(base) in rendered_ids:
+                continue
+            inherited = [n for n in vars(base) if not n.startswith("_") and n not in vars(cls)]
+            if inherited:
+                missing.append(f"{path}: {base.__qualname__} gives {sorted(inherited)}")
+    assert missing == [], "add `options: {inherited_members: true}` under these `:::` lines"
 
 
 def test_every_documented_callable_has_a_docstring():
