@@ -355,12 +355,6 @@ def settings(config: LaunchConfig) -> dict[str, Any]:
     return config.values()
 
 
-def has_nd_options() -> bool:
-    return any(
-        o.dest == "parallelism_config_tp_size" for o in build_parser(["launch"]).launch_inputs[0]
-    )  # type: ignore[attr-defined]
-
-
 def test_the_table_lists_every_flag_of_hf_accelerate():
     assert set(TABLE) == hf_flags()
 
@@ -369,8 +363,6 @@ def test_the_table_lists_every_flag_of_hf_accelerate():
 def test_each_hf_flag_is_translated_or_refused_naming_the_fix(flag):
     argv, expected = TABLE[flag]
     if expected == "nd":
-        if not has_nd_options():
-            pytest.xfail("N-D parallelism (--parallelism-config-*) is not in this build")
         config = launch(argv)
         key = flag.lstrip("-")
         assert key in settings(config) or key == "use_parallelism_config"

@@ -33,7 +33,9 @@ for layer, modules in enumerate(
         # records and primitives: no behaviour of the plugin system
         "errors specs version launch_options option_checks kwargs_handlers gradient_state ops "
         "memory checkpoint_io logger_type tracker_base tracker_values utils.tensor_files "
-        "utils.offload utils.modeling utils.loading launch_aliases progress memory_formulas",
+        "utils.offload utils.modeling utils.loading launch_aliases progress memory_formulas "
+        "distributed_type utils.dataclasses utils.imports utils.constants utils.versions "
+        "utils.environment utils.memory hf_arguments local_sgd",
         "hookspecs",
         "builtin builtin.defaults builtin.devices builtin.environments builtin.precisions "
         "builtin.single_process builtin.hf_launch builtin.trackers trackers trackers.aim "
@@ -44,7 +46,8 @@ for layer, modules in enumerate(
         "process_settings config_files launch_settings state collectives samplers data seeding "
         "optimizer scheduler memory_tracker model_files checkpoint_manifest memory_estimate "
         "tracker_set tracker_metrics utils.device_map utils.tqdm hooks big_modeling "
-        "parallelism_config parallelism context_parallel",
+        "parallelism_config parallelism context_parallel exported_names utils.operations "
+        "utils.other utils.random logging data_loader hf_members",
         "checkpoint launchers checkpoint_convert",
         # utils is HF's accelerate.utils: a facade re-exporting names from every layer below
         "accelerator tracking utils testing cli cli.config cli.env cli.launch cli.main cli.memory "

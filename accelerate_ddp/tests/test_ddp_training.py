@@ -62,7 +62,8 @@ def hand_written(mixed_precision: str, accumulation: int) -> dict[str, torch.Ten
             if sync:
                 torch.nn.utils.clip_grad_norm_(ddp.parameters(), MAX_NORM)
                 optimizer.step()
-                scheduler.step()
+                for _ in range(world):  # HF's rule: a prepared scheduler steps once per process
+                    scheduler.step()
                 optimizer.zero_grad()
     return {k: v.clone() for k, v in model.state_dict().items()}
 

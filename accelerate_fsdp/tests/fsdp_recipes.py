@@ -93,7 +93,8 @@ def hand_written_ddp(accumulation: int, mixed_precision: str = "no") -> dict[str
             if sync:
                 torch.nn.utils.clip_grad_norm_(ddp.parameters(), MAX_NORM)
                 optimizer.step()
-                scheduler.step()
+                for _ in range(dist.get_world_size()):  # HF's rule: once per process
+                    scheduler.step()
                 optimizer.zero_grad()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from accelerate_core import BackendSpec, LaunchOption, MemoryEstimate, hookimpl
+from accelerate_core.specs import ExportedName
 
 NAME = "ddp"
 
@@ -12,6 +13,13 @@ NAME = "ddp"
 @hookimpl
 def accelerate_core_backends() -> list[BackendSpec]:
     return [BackendSpec(NAME, "torch DistributedDataParallel: replicate, all-reduce gradients")]
+
+
+@hookimpl
+def accelerate_core_exported_names() -> list[ExportedName]:
+    """HF's DDP names at ``accelerate_core.utils`` (``DDPCommunicationHookType``)."""
+    return [ExportedName("DDPCommunicationHookType", f"{__package__}.hf_names:"
+                         "DDPCommunicationHookType", NAME)]  # fmt: skip
 
 
 @hookimpl

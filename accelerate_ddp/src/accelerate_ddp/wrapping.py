@@ -51,6 +51,10 @@ def register_comm_hook(model: DistributedDataParallel, options: DDPOptions) -> N
             if options.comm_hook == "batched_powersgd"
             else powerSGD_hook.powerSGD_hook
         )
+        if options.comm_wrapper == "fp16":
+            hook = default_hooks.fp16_compress_wrapper(hook)
+        elif options.comm_wrapper == "bf16":
+            hook = default_hooks.bf16_compress_wrapper(hook)
         model.register_comm_hook(state, hook)
 
 

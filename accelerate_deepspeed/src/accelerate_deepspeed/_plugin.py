@@ -16,6 +16,7 @@ from accelerate_core import (
     MemoryEstimate,
     hookimpl,
 )
+from accelerate_core.specs import ExportedName
 
 NAME = "deepspeed"
 
@@ -29,8 +30,18 @@ def accelerate_core_backends() -> list[BackendSpec]:
             owns_precision=True,
             places_models=True,
             reduces_every_micro_step=True,  # ZeRO-2/3 reduce into partitioned gradients
+            steps_schedulers=True,  # engine.step() steps the LR scheduler once per update
+            distributed_type="DEEPSPEED",
         )
     ]
+
+
+@hookimpl
+def accelerate_core_exported_names() -> list[ExportedName]:
+    """HF's DeepSpeed names at ``accelerate_core.utils`` (none of them imports DeepSpeed)."""
+    where = {"DeepSpeedPlugin": "hf_plugin", "DummyOptim": "placeholders",
+             "DummyScheduler": "placeholders"}  # fmt: skip
+    return [ExportedName(n, f"{__package__}.{m}:{n}", NAME) for n, m in where.items()]
 
 
 def _runtime(context: Any) -> Any:

@@ -13,6 +13,7 @@ from accelerate_core import (
     MemoryEstimate,
     hookimpl,
 )
+from accelerate_core.specs import ExportedName
 
 NAME = "fsdp"
 
@@ -26,8 +27,16 @@ def accelerate_core_backends() -> list[BackendSpec]:
             min_processes=2,
             places_models=True,  # fully_shard places the shards; meta-device models stay put
             parallelism=frozenset({"dp_replicate", "dp_shard", "tp", "cp"}),
+            distributed_type="FSDP",
         )
     ]
+
+
+@hookimpl
+def accelerate_core_exported_names() -> list[ExportedName]:
+    """HF's ``FullyShardedDataParallelPlugin`` at ``accelerate_core.utils``."""
+    target = f"{__package__}.hf_plugin:FullyShardedDataParallelPlugin"
+    return [ExportedName("FullyShardedDataParallelPlugin", target, NAME)]
 
 
 @hookimpl

@@ -1,5 +1,7 @@
 """accelerate-core: one PyTorch training script for CPU, one GPU, many GPUs and many nodes."""
 
+from typing import Any
+
 from .accelerator import Accelerator
 from .big_modeling import (
     cpu_offload,
@@ -19,6 +21,8 @@ from .collectives import (
     pad_across_processes,
     reduce,
 )
+from .data_loader import skip_first_batches
+from .distributed_type import DistributedType
 from .errors import (
     AccelerateCoreError,
     CheckpointError,
@@ -30,9 +34,10 @@ from .errors import (
     PluginNotInstalledError,
     TrackerError,
 )
+from .exported_names import resolve as _resolve
 from .hookspecs import hookimpl
 from .kwargs_handlers import AutocastKwargs, GradScalerKwargs
-from .launchers import notebook_launcher
+from .launchers import debug_launcher, notebook_launcher
 from .memory import release_memory
 from .memory_tracker import MemoryTracker, track_memory
 from .ops import send_to_device
@@ -52,8 +57,30 @@ from .specs import (
     TrackerSpec,
 )
 from .state import AcceleratorState, PartialState
-from .utils import infer_auto_device_map, load_checkpoint_in_model
+from .utils.dataclasses import (
+    DataLoaderConfiguration,
+    DistributedDataParallelKwargs,
+    GradientAccumulationPlugin,
+    InitProcessGroupKwargs,
+    ProfileKwargs,
+)
+from .utils.device_map import infer_auto_device_map
+from .utils.imports import is_rich_available
+from .utils.loading import load_checkpoint_in_model
+from .utils.memory import find_executable_batch_size
+from .utils.random import synchronize_rng_states
 from .version import __version__
+
+# HF's backend-specific top-level names (DeepSpeedPlugin, FullyShardedDataParallelPlugin,
+# DDPCommunicationHookType) come from the backends' packages, looked up on first use.
+_LAZY = ("DDPCommunicationHookType", "DeepSpeedPlugin", "FullyShardedDataParallelPlugin")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return _resolve(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AccelerateCoreError",
@@ -65,6 +92,12 @@ __all__ = [
     "CheckpointWeights",
     "CollectiveError",
     "ConfigurationError",
+    "DataLoaderConfiguration",
+    "DistributedDataParallelKwargs",
+    "DistributedType",
+    "GradientAccumulationPlugin",
+    "InitProcessGroupKwargs",
+    "ProfileKwargs",
     "DeviceSpec",
     "EnvironmentDetectionError",
     "EnvironmentInfo",
@@ -91,6 +124,9 @@ __all__ = [
     "cpu_offload_with_hook",
     "disk_offload",
     "dispatch_model",
+    "debug_launcher",
+    "find_executable_batch_size",
+    "is_rich_available",
     "gather",
     "gather_object",
     "hookimpl",
@@ -105,5 +141,7 @@ __all__ = [
     "release_memory",
     "send_to_device",
     "set_seed",
+    "skip_first_batches",
+    "synchronize_rng_states",
     "track_memory",
 ]

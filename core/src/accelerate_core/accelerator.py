@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
@@ -23,11 +24,12 @@ from .checkpoint import ProjectConfiguration
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
-from .kwargs_handlers import KwargsHandler
+from .hf_arguments import resolve_arguments
+from .hf_members import HFMembers, check_accumulation_steps
 from .memory import release_memory
 from .memory_tracker import DEFAULT_INTERVAL, MemoryTracker
 from .model_files import write_model
-from .ops import DeviceMover, convert_to_fp32
+from .ops import ORIGINAL_FORWARD, DeviceMover, convert_to_fp32
 from .optimizer import AcceleratedOptimizer
 from .parallelism import MeshMethods, default_backend, parallelism_from_launch, resolve_layout
 from .parallelism_config import ParallelismConfig
@@ -46,33 +48,10 @@ ACCEPTED_TYPES = (
     "torch.optim.lr_scheduler.LRScheduler (schedulers) and torch.utils.data.DataLoader "
     "(dataloaders)"
 )
-ORIGINAL_FORWARD = "_accelerate_core_original_forward"
 _NO_CONTEXT = contextlib.nullcontext()  # stateless and reentrant: one instance serves every step
 
 
-def _check_accumulation_steps(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(
-            f"gradient_accumulation_steps must be an integer >= 1, got {value!r}; use 1 to step "
-            "the optimizer on every batch"
-        )
-    return value
-
-
-def _precision_options(
-    precision_options: dict[str, Any] | None, handlers: Sequence[KwargsHandler]
-) -> dict[str, Any]:
-    options = dict(precision_options or {})
-    for handler in handlers:
-        if not isinstance(handler, KwargsHandler) or not handler.option_key:
-            raise ConfigurationError(
-                f"kwargs_handlers takes GradScalerKwargs/AutocastKwargs objects, got {handler!r}"
-            )
-        options[handler.option_key] = {**options.get(handler.option_key, {}), **handler.to_kwargs()}
-    return options
-
-
-class Accelerator(MeshMethods):
+class Accelerator(MeshMethods, HFMembers):
     """Runs one training script unchanged on CPU, one device or many processes.
 
     Args:
@@ -87,8 +66,12 @@ class Accelerator(MeshMethods):
         backend_options: options for the backend's plugin (for DDP, ``find_unused_parameters``...),
             merged over those given to ``accel launch`` (``--ddp-find-unused-parameters``).
         precision_options: options for the precision's plugin (``{"grad_scaler": {...}}``).
-        kwargs_handlers: ``GradScalerKwargs`` / ``AutocastKwargs``, as in Hugging Face Accelerate.
-        step_scheduler_with_optimizer: prepared schedulers step only when the optimizer did.
+        kwargs_handlers: HF's handlers: ``GradScalerKwargs``/``AutocastKwargs`` (precision
+            options), ``DistributedDataParallelKwargs`` (ddp options; ignored by other backends),
+            ``InitProcessGroupKwargs`` (timeout), ``ProfileKwargs`` (``profile()``).
+        step_scheduler_with_optimizer: prepared schedulers step only when the optimizer did, and
+            then ``num_processes`` times unless ``split_batches`` (HF's rule: a schedule sized
+            from the unprepared dataloader runs its full length).
         split_batches: with several processes, split each batch between them (the batch size is
             the global one) instead of giving each process whole batches.
         even_batches: complete the last round of batches with samples from the start so every
@@ -107,6 +90,9 @@ class Accelerator(MeshMethods):
             every ``log`` call: True, ``"memory"``, ``"step_time"`` or both in a list.
         parallelism_config: ``ParallelismConfig``: the device mesh (HSDP, tensor and context
             parallelism; ``parallelism.py``); default from ``accel launch --parallelism-config-*``.
+        dataloader_config, gradient_accumulation_plugin, fsdp_plugin, deepspeed_plugin(s),
+            dynamo_backend, dynamo_plugin, rng_types: Hugging Face's arguments, translated once
+            (``hf_arguments.py``); ``fsdp_plugin``/``deepspeed_plugin`` select that backend.
     """
 
     def __init__(
@@ -119,7 +105,7 @@ class Accelerator(MeshMethods):
         backend: str | None = None,
         backend_options: dict[str, Any] | None = None,
         precision_options: dict[str, Any] | None = None,
-        kwargs_handlers: Sequence[KwargsHandler] = (),
+        kwargs_handlers: Sequence[Any] | None = None,
         step_scheduler_with_optimizer: bool = True,
         even_batches: bool = True,
         dispatch_batches: bool | None = None,
@@ -130,35 +116,59 @@ class Accelerator(MeshMethods):
         log_with: Any = None,
         log_system_metrics: bool | str | Sequence[str] = False,
         parallelism_config: ParallelismConfig | None = None,
+        dataloader_config: Any = None,
+        gradient_accumulation_plugin: Any = None,
+        fsdp_plugin: Any = None,
+        deepspeed_plugin: Any = None,
+        deepspeed_plugins: Any = None,
+        dynamo_backend: Any = None,
+        dynamo_plugin: Any = None,
+        rng_types: Sequence[Any] | None = None,
     ) -> None:
+        self._hf = hf = resolve_arguments(
+            backend=backend, timeout=timeout,
+            gradient_accumulation_steps=gradient_accumulation_steps, split_batches=split_batches,
+            even_batches=even_batches,
+            dispatch_batches=dispatch_batches, dataloader_config=dataloader_config,
+            gradient_accumulation_plugin=gradient_accumulation_plugin,
+            kwargs_handlers=kwargs_handlers, fsdp_plugin=fsdp_plugin,
+            deepspeed_plugin=deepspeed_plugin, deepspeed_plugins=deepspeed_plugins,
+            dynamo_backend=dynamo_backend, dynamo_plugin=dynamo_plugin, rng_types=rng_types,
+        )  # fmt: skip
         # Explicit arguments > accel launch > config file > defaults (process_settings.py).
-        steps = launch_setting("gradient_accumulation_steps", gradient_accumulation_steps)
-        steps = _check_accumulation_steps(1 if steps is None else steps)
+        steps = launch_setting("gradient_accumulation_steps", hf.gradient_accumulation_steps)
+        steps = check_accumulation_steps(1 if steps is None else steps)
         parallelism_config = parallelism_from_launch(parallelism_config)
+        backend = hf.backend
         if backend is None and launch_setting("backend", None) is None:
             backend = default_backend(parallelism_config)
-        self.state = AcceleratorState(mixed_precision, cpu=cpu, backend=backend, timeout=timeout)
+        self.state = AcceleratorState(mixed_precision, cpu=cpu, backend=backend, timeout=hf.timeout)
+        if hf.deepspeed_plugin is not None:
+            self.state.deepspeed_plugin = hf.deepspeed_plugin
         self.parallel_layout = resolve_layout(parallelism_config, self.state)
-        backend_options = launch_plugin_options("backend", self.state.backend, backend_options)
+        backend_options = launch_plugin_options(
+            "backend", self.state.backend, hf.backend_options(self.state.backend, backend_options)
+        )
         precision_options = launch_plugin_options(
-            "precision", self.state.mixed_precision, precision_options
+            "precision", self.state.mixed_precision, hf.precision_options(precision_options)
         )
         self.device_placement = device_placement
-        self.split_batches = split_batches
-        self.even_batches = even_batches
-        self.dispatch_batches = dispatch_batches
         self.step_scheduler_with_optimizer = step_scheduler_with_optimizer
+        self._sync_each_batch = hf.accumulation.sync_each_batch
+        self._flag_tensor = None
+        self._save_state_hooks: dict[int, Callable[..., None]] = OrderedDict()
+        self._load_state_hooks: dict[int, Callable[..., None]] = OrderedDict()
         self.project_configuration = project_config or ProjectConfiguration()
         if project_dir is not None:
             self.project_configuration.set_directories(str(project_dir))
-        self.gradient_state = GradientState(steps)
+        self.gradient_state = GradientState(steps, hf.accumulation.sync_with_dataloader)
         self.plugin_context = PluginContext(
             state=self.state,
             backend=self.state.backend,
             mixed_precision=self.state.mixed_precision,
             gradient_accumulation_steps=steps,
             backend_options=backend_options,
-            precision_options=_precision_options(precision_options, kwargs_handlers),
+            precision_options=precision_options,
             gradient_state=self.gradient_state,
             parallelism=self.parallel_layout,
         )
@@ -199,7 +209,6 @@ class Accelerator(MeshMethods):
         """Ask the owning plugins once; the per-step path only calls what they returned."""
         manager = get_plugin_manager()
         context = self.plugin_context
-        backend_owner = self.state.backend_owner
         precision_owner = self.state.precision_owner
         self._manager = manager
         if self.state.backend_spec.owns_precision:
@@ -212,9 +221,16 @@ class Accelerator(MeshMethods):
             self._autocast = manager.call_owner(
                 "accelerate_core_autocast", precision_owner, context=context
             )
+        self._resolve_backend_callables()
+        # Host-to-device copies can overlap compute; to the CPU there is nothing to overlap.
+        non_blocking = self.device.type != "cpu" or self._hf.dataloader.non_blocking
+        self._place_batch = DeviceMover(self.device, non_blocking=non_blocking)
 
+    def _resolve_backend_callables(self) -> None:
         def ask(hook: str, **kwargs: Any) -> Any:
-            return manager.call_owner(hook, backend_owner, context=context, **kwargs)
+            return self._manager.call_owner(
+                hook, self.state.backend_owner, context=self.plugin_context, **kwargs
+            )
 
         self._backward = ask("accelerate_core_backward", scaler=self.scaler)
         self._no_sync: Callable[[torch.nn.Module], AbstractContextManager[Any]] = ask(
@@ -223,8 +239,6 @@ class Accelerator(MeshMethods):
         self._clip_norm: Callable[..., torch.Tensor | None] = ask("accelerate_core_clip_grad_norm")
         self._clip_value = ask("accelerate_core_clip_grad_value")
         self._optimizer_step = ask("accelerate_core_optimizer_step", scaler=self.scaler)
-        # Host-to-device copies can overlap compute; to the CPU there is nothing to overlap.
-        self._place_batch = DeviceMover(self.device, non_blocking=self.device.type != "cpu")
 
     # ------------------------------------------------------------------ process facts
 
@@ -267,15 +281,6 @@ class Accelerator(MeshMethods):
     @property
     def is_last_process(self) -> bool:
         return self.state.is_last_process
-
-    @property
-    def gradient_accumulation_steps(self) -> int:
-        return self.gradient_state.num_steps
-
-    @property
-    def sync_gradients(self) -> bool:
-        """True on the micro-step that synchronises gradients and steps the optimizer."""
-        return self.gradient_state.sync_gradients
 
     @property
     def optimizer_step_was_skipped(self) -> bool:
@@ -321,6 +326,7 @@ class Accelerator(MeshMethods):
             for dl, place in zip(request.dataloaders, loader_placement)
         ]
         request = self._ask_backend_wrap(request)
+        self._compile_models(request.models)
         prepared = self._wrap_training_objects(request)
         results = [
             obj if slot is None else getattr(prepared, slot[0] + "s")[slot[1]]
@@ -410,6 +416,7 @@ class Accelerator(MeshMethods):
                     linked or optimizers + self._optimizers,
                     state,
                     self.step_scheduler_with_optimizer,
+                    1 if self.split_batches else self.num_processes,
                 )
             )
         self._models.extend(request.models)
@@ -462,7 +469,7 @@ class Accelerator(MeshMethods):
         last batch of a prepared dataloader); on the others gradients are not synchronised and
         the prepared optimizer's ``step``/``zero_grad`` do nothing.
         """
-        if self.gradient_state.advance() or not models:
+        if self.gradient_state.advance() or not models or self._sync_each_batch:
             return _NO_CONTEXT
         if len(models) == 1:
             return self._no_sync(models[0])
@@ -541,18 +548,20 @@ class Accelerator(MeshMethods):
 
     # ------------------------------------------------------------------ models
 
-    def unwrap_model(self, model: torch.nn.Module, keep_fp32_wrapper: bool = True) -> Any:
+    def unwrap_model(
+        self,
+        model: torch.nn.Module,
+        keep_fp32_wrapper: bool = True,
+        keep_torch_compile: bool = True,
+    ) -> Any:
         """The user's module inside a prepared one (backend wrapper and ``torch.compile`` removed).
 
         With ``keep_fp32_wrapper=False`` the mixed-precision forward wrapper is removed too.
+        ``torch.compile`` wrappers are always removed, so the module's ``state_dict`` has the
+        user's keys (``keep_torch_compile`` is accepted for HF's signature; models compiled by
+        ``dynamo_backend`` are compiled in place and stay compiled).
         """
-        inner = self._manager.call_owner(
-            "accelerate_core_unwrap_model",
-            self.state.backend_owner,
-            model=model,
-            context=self.plugin_context,
-        )
-        inner = getattr(inner, "_orig_mod", inner)
+        inner = checkpoint.unwrap(model, self.plugin_context)
         if not keep_fp32_wrapper and ORIGINAL_FORWARD in inner.__dict__:
             inner.forward = inner.__dict__.pop(ORIGINAL_FORWARD)
         return inner
@@ -628,6 +637,8 @@ class Accelerator(MeshMethods):
             dataloaders=self._dataloaders,
             custom_objects=self._custom_objects,
             scaler=self.scaler,
+            save_hooks=list(self._save_state_hooks.values()),
+            load_hooks=list(self._load_state_hooks.values()),
         )
 
     def skip_first_batches(self, dataloader: Any, num_batches: int = 0) -> Any:
@@ -640,32 +651,6 @@ class Accelerator(MeshMethods):
         if not isinstance(dataloader, DataLoaderShard):
             dataloader = DataLoaderShard(dataloader, self.gradient_state, None)
         return dataloader.skip_batches(num_batches)
-
-    # ------------------------------------------------------------------ processes
-
-    def wait_for_everyone(self) -> None:
-        self.state.wait_for_everyone()
-
-    def main_process_first(self) -> AbstractContextManager[None]:
-        return self.state.main_process_first()
-
-    def local_main_process_first(self) -> AbstractContextManager[None]:
-        return self.state.local_main_process_first()
-
-    def on_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        return self.state.on_main_process(function)
-
-    def on_local_main_process(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        return self.state.on_local_main_process(function)
-
-    def split_between_processes(
-        self, inputs: Any, apply_padding: bool = False
-    ) -> AbstractContextManager[Any]:
-        return self.state.split_between_processes(inputs, apply_padding=apply_padding)
-
-    def print(self, *args: Any, **kwargs: Any) -> None:
-        """``print`` once per machine (on the local main process)."""
-        self.state.print(*args, **kwargs)
 
     def free_memory(self, *objects: Any) -> list[None]:
         """Forget every prepared object, collect garbage and empty the device cache.

@@ -21,7 +21,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from .checkpoint_io import (
 from .checkpoint_manifest import OBJECT_KINDS, check_fits, describe_files, versions, write_manifest
 from .errors import CheckpointError
 from .gradient_state import GradientState
+from .ops import uncompiled
 from .plugins import get_plugin_manager
 from .specs import PluginContext
 
@@ -62,12 +63,18 @@ class ProjectConfiguration:
             ``checkpoint_<n>`` (n = one more than the last complete one).
         total_limit: keep at most this many automatic checkpoints (the oldest are removed
             after a new one is complete).
+        iteration: HF's save counter; accepted, automatic names number on from the last
+            complete checkpoint found instead (a restarted run never overwrites one).
+        save_on_each_node: ``Accelerator.save`` writes on each machine's main process instead
+            of the main process only.
     """
 
     project_dir: str | None = None
     logging_dir: str | None = None
     automatic_checkpoint_naming: bool = True
     total_limit: int | None = None
+    iteration: int = 0
+    save_on_each_node: bool = False
 
     def set_directories(self, project_dir: str | None = None) -> None:
         """Set ``project_dir``, and ``logging_dir`` to it when no logging directory is set."""
@@ -94,10 +101,13 @@ class TrainingObjects:
     dataloaders: list[Any]
     custom_objects: list[Any]
     scaler: Any = None
+    # register_save_state_pre_hook / register_load_state_pre_hook (HF): called in order.
+    save_hooks: list[Callable[..., None]] = field(default_factory=list)
+    load_hooks: list[Callable[..., None]] = field(default_factory=list)
 
     def named(self) -> dict[str, Any]:
         """Models and optimizers by checkpoint name: what the backend's hook is offered."""
-        named: dict[str, Any] = {f"model_{i}": m for i, m in enumerate(self.models)}
+        named: dict[str, Any] = {f"model_{i}": uncompiled(m) for i, m in enumerate(self.models)}
         named.update({f"optimizer_{i}": o for i, o in enumerate(self.optimizers)})
         return named
 
@@ -111,17 +121,19 @@ class TrainingObjects:
 
 
 def unwrap(model: Any, context: PluginContext) -> Any:
+    """The user's module: ``torch.compile`` wrappers and the backend's wrapper removed."""
     manager = get_plugin_manager()
     inner = manager.call_owner(
-        "accelerate_core_unwrap_model", context.state.backend_owner, model=model, context=context
-    )
-    return getattr(inner, "_orig_mod", inner)
+        "accelerate_core_unwrap_model", context.state.backend_owner, model=uncompiled(model),
+        context=context,
+    )  # fmt: skip
+    return uncompiled(inner)
 
 
 def full_state_dict(model: Any, context: PluginContext) -> dict[str, Any]:
     """The consolidated state dict of a prepared model, whatever the backend."""
     state = get_plugin_manager().call_owner(
-        "accelerate_core_get_state_dict", context.state.backend_owner, model=model,
+        "accelerate_core_get_state_dict", context.state.backend_owner, model=uncompiled(model),
         context=context,
     )  # fmt: skip
     return state if state is not None else unwrap(model, context).state_dict()
@@ -258,6 +270,7 @@ def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | No
     mid_cycle = objects.gradient_state.mid_cycle
     # Queued device work (an asynchronous or lazy device) must finish before its state is read.
     manager.call_owner("accelerate_core_synchronize", state.device_owner, device=state.device)
+    _run_save_hooks(objects, tmp)
     named = objects.named()
     handled = manager.call_owner(
         "accelerate_core_save_state", state.backend_owner, objects=named, directory=str(tmp),
@@ -330,6 +343,7 @@ def load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | Non
         verification.check()  # a corrupt file explains the failure better than its symptom
         raise
     verification.check()  # before any live object changes
+    _run_load_hooks(objects, directory)
     named = objects.named()
     handled = get_plugin_manager().call_owner(
         "accelerate_core_load_state", state.backend_owner, objects=named,
@@ -344,6 +358,36 @@ def load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | Non
     for step in steps:
         step()
     return directory
+
+
+def _run_save_hooks(objects: TrainingObjects, directory: Path) -> None:
+    """``hook(models, weights, output_dir)``: files a hook writes become part of the checkpoint
+    (listed in its manifest and verified on load)."""
+    if not objects.save_hooks:
+        return
+    models = list(objects.models)
+    weights = [unwrap(m, objects.context).state_dict() for m in models]
+    count = len(weights)
+    for hook in objects.save_hooks:
+        hook(models, weights, str(directory))
+    if len(weights) != count or len(models) != len(objects.models):
+        raise CheckpointError(
+            "a save_state pre-hook removed models or weights from the lists it was given; "
+            "taking over how a model is saved is not supported here (the checkpoint always "
+            "holds every prepared model): write extra files from the hook instead"
+        )
+
+
+def _run_load_hooks(objects: TrainingObjects, directory: Path) -> None:
+    """``hook(models, input_dir)``, after every file was verified, before anything is loaded."""
+    models = list(objects.models)
+    for hook in objects.load_hooks:
+        hook(models, str(directory))
+    if len(models) != len(objects.models):
+        raise CheckpointError(
+            "a load_state pre-hook removed models from the list it was given; taking over how a "
+            "model is loaded is not supported here: read extra files from the hook instead"
+        )
 
 
 def _read_core_files(

@@ -163,13 +163,20 @@ def gather_object(obj: Any, group: Any = None) -> list[Any]:
     return received
 
 
+REDUCTIONS = ("sum", "mean", "max", "min", "none")
+
+
 def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0, group: Any = None) -> Any:
-    """Sum or average every process's tensors (same shapes everywhere), times ``scale``."""
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduce: reduction must be 'sum' or 'mean', got {reduction!r}")
+    """Sum, average, maximum or minimum of every process's tensors (same shapes everywhere),
+    times ``scale``; ``"none"`` returns them unreduced."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"reduce: reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}"
+        )
     _, world = _world(group)
-    if world == 1:
+    if world == 1 or reduction == "none":
         return obj if scale == 1.0 else apply_to_tensors(lambda t: t * scale, obj)
+    op = {"max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}.get(reduction, dist.ReduceOp.SUM)
     tensors, signatures = _exchange_signatures("reduce", obj, group)
     reduced = []
     for index, tensor in enumerate(tensors):
@@ -177,7 +184,7 @@ def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0, group: Any = N
         work = tensor.detach().clone()
         if work.dtype in (torch.bfloat16, torch.float16, torch.bool):
             work = work.float()  # gloo cannot reduce these; reduce in fp32 and cast back
-        run_collective("reduce", functools.partial(dist.all_reduce, work, group=group))
+        run_collective("reduce", functools.partial(dist.all_reduce, work, op, group=group))
         if reduction == "mean":
             work = work / world
         reduced.append((work * scale if scale != 1.0 else work).to(tensor.dtype))

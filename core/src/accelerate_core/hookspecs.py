@@ -31,6 +31,7 @@ from .specs import (
     CheckpointWeights,
     DeviceSpec,
     EnvironmentInfo,
+    ExportedName,
     LaunchAlias,
     LaunchOption,
     MemoryEstimate,
@@ -105,6 +106,19 @@ def accelerate_core_tracker_class(name: str) -> type[GeneralTracker] | None:
     ``requires_logging_directory``, else ``cls(project_name, **init_kwargs)``, and calls
     ``start``, ``store_init_configuration``, ``log`` and ``finish`` on the processes the
     class's ``main_process_only`` names.
+    """
+
+
+@hookspec
+def accelerate_core_exported_names() -> list[ExportedName]:
+    """Return the public names this plugin defines for ``accelerate_core.utils`` (records).
+
+    Called on every plugin the first time such a name is looked up (``from
+    accelerate_core.utils import DeepSpeedPlugin``); the record's target is imported only then,
+    so keep it light. The core knows which backend each of Hugging Face Accelerate's
+    backend-specific names belongs to (``exported_names.BACKEND_NAMES``): when that backend is
+    not installed, the name still imports, and using it raises the error naming the
+    ``pip install``. A name offered by two plugins is a ``PluginConflictError``.
     """
 
 

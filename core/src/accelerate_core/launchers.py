@@ -205,6 +205,13 @@ def notebook_launcher(
     return [results[rank] for rank in sorted(results)]
 
 
+def debug_launcher(
+    function: Callable[..., Any], args: Sequence[Any] = (), num_processes: int = 2
+) -> list[Any]:
+    """Run ``function(*args)`` on ``num_processes`` CPU processes (HF's name, for debugging)."""
+    return notebook_launcher(function, args, num_processes, cpu=True)
+
+
 def _notebook_config(num_processes: int, **settings: Any) -> LaunchConfig:
     options = collect_launch_options()
     backend_options = settings.pop("backend_options") or {}

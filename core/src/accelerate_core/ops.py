@@ -11,6 +11,17 @@ import torch
 from torch import Tensor
 
 Leaf = Callable[[Any], Any]
+# Where a prepared model keeps its own forward while the precision's autocast wrapper replaces it.
+ORIGINAL_FORWARD = "_accelerate_core_original_forward"
+
+
+def uncompiled(model: Any) -> Any:
+    """The module inside a ``torch.compile`` wrapper (``OptimizedModule``), else ``model``."""
+    modules = getattr(model, "_modules", None)
+    while modules is not None and "_orig_mod" in modules:
+        model = modules["_orig_mod"]
+        modules = getattr(model, "_modules", None)
+    return model
 
 
 def apply_to_tensors(fn: Leaf, obj: Any, other: Leaf | None = None) -> Any:

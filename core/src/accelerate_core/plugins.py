@@ -25,6 +25,7 @@ from .launch_options import ALIAS_TYPES, CORE_OPTIONS, OPTION_TYPES
 from .specs import (
     BackendSpec,
     DeviceSpec,
+    ExportedName,
     LaunchAlias,
     LaunchOption,
     PrecisionSpec,
@@ -263,6 +264,16 @@ class PluginManager:
         if strict and self._conflicts:
             raise PluginConflictError("; ".join(self._conflicts))
         return self._registry
+
+    def exported_names(self) -> dict[str, Registered]:
+        """``{name: Registered(ExportedName)}`` from every plugin; a name offered twice raises."""
+        before = len(self._conflicts)
+        found = self._collect("accelerate_core_exported_names", ExportedName)
+        clashes = self._conflicts[before:]
+        del self._conflicts[before:]
+        if clashes:
+            raise PluginConflictError("; ".join(clashes))
+        return found
 
     @property
     def conflicts(self) -> list[str]:

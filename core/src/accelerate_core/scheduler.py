@@ -1,4 +1,4 @@
-"""The prepared learning-rate scheduler: steps only when its optimizer really stepped."""
+"""The prepared learning-rate scheduler: steps when its optimizer really stepped, HF's way."""
 
 from __future__ import annotations
 
@@ -13,8 +13,13 @@ class AcceleratedScheduler:
     """Wraps an LR scheduler so that a loop calling ``scheduler.step()`` every batch is right.
 
     With ``step_with_optimizer`` (the default), ``step()`` does nothing on accumulation
-    micro-steps and after an optimizer step that fp16 loss scaling skipped, so the schedule counts
-    real updates, as a hand-written loop that steps the scheduler after each update would.
+    micro-steps and after an optimizer step that fp16 loss scaling skipped; after a real update it
+    steps the scheduler ``steps_per_update`` times: the number of processes, or 1 with
+    ``split_batches`` (Hugging Face's rule). A script that sizes its schedule from the unprepared
+    dataloader (``len(loader) * epochs`` batches of one process) thus runs the whole schedule on
+    any number of processes, each update counting for the batches all processes consumed. A
+    ``OneCycleLR``-style scheduler (``total_steps``) is never stepped past its end. Without
+    ``step_with_optimizer`` every call steps once.
     """
 
     def __init__(
@@ -23,20 +28,29 @@ class AcceleratedScheduler:
         optimizers: Sequence[AcceleratedOptimizer],
         gradient_state: GradientState,
         step_with_optimizer: bool = True,
+        steps_per_update: int = 1,
     ) -> None:
         self.scheduler = scheduler
         self.optimizers = list(optimizers)
         self.gradient_state = gradient_state
         self.step_with_optimizer = step_with_optimizer
+        self.steps_per_update = steps_per_update
+        self._total_steps = getattr(scheduler, "total_steps", None)
 
     def step(self, *args: Any, **kwargs: Any) -> None:
-        if self.step_with_optimizer:
-            if not self.gradient_state.sync_gradients:
+        if not self.step_with_optimizer:
+            self.scheduler.step(*args, **kwargs)
+            return
+        if not self.gradient_state.sync_gradients:
+            return
+        for optimizer in self.optimizers:
+            if optimizer.step_was_skipped:
                 return
-            for optimizer in self.optimizers:
-                if optimizer.step_was_skipped:
-                    return
-        self.scheduler.step(*args, **kwargs)
+        scheduler, total = self.scheduler, self._total_steps
+        for _ in range(self.steps_per_update):
+            if total is not None and scheduler.last_epoch >= total:
+                return  # OneCycleLR raises when stepped past total_steps
+            scheduler.step(*args, **kwargs)
 
     def get_last_lr(self) -> list[float]:
         return self.scheduler.get_last_lr()

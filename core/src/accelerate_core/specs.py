@@ -35,6 +35,15 @@ class BackendSpec:
             is refused at ``Accelerator`` creation. Plain data parallelism (only
             ``dp_replicate``) needs none. A backend listing ``"dp_shard"`` gets every process
             as ``dp_shard`` from a ``ParallelismConfig`` whose sizes are all 1.
+        steps_schedulers: True when the backend's engine steps the LR scheduler itself, once per
+            optimizer update (DeepSpeed, as in HF), so the prepared scheduler's ``step()`` does
+            nothing; otherwise the core's prepared scheduler follows HF's rule (``num_processes``
+            steps per update). The conformance suite's reference follows this.
+        distributed_type: the value ``Accelerator.distributed_type`` reports (HF's
+            ``DistributedType``: ``"FSDP"``, ``"DEEPSPEED"``, a new name for a new kind);
+            ``{device}`` is replaced by the device's word (``MULTI_{device}`` -> ``MULTI_GPU``).
+            Empty: ``MULTI_{device}`` for a distributed backend, ``NO`` otherwise; a
+            ``MULTI_...`` run of one process reports ``NO``.
     """
 
     name: str
@@ -45,6 +54,8 @@ class BackendSpec:
     places_models: bool = False
     reduces_every_micro_step: bool = False
     parallelism: frozenset[str] = field(default_factory=frozenset)
+    steps_schedulers: bool = False
+    distributed_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -319,3 +330,23 @@ class MemoryEstimate:
     def per_rank(self) -> tuple[int, ...]:
         """Total model-state bytes of each rank."""
         return tuple(map(sum, zip(self.parameters, self.gradients, self.optimizer_states)))
+
+
+@dataclass(frozen=True)
+class ExportedName:
+    """A public name a plugin defines for the core's import paths (``accelerate_core.utils``).
+
+    Hugging Face Accelerate exports names that belong to one backend here
+    (``FullyShardedDataParallelPlugin``, ``DeepSpeedPlugin``, ``DDPCommunicationHookType``);
+    their backend's package defines them and returns these records, so the core stays
+    backend-agnostic and a script's ``from accelerate_core.utils import ...`` still works.
+
+    Attributes:
+        name: the attribute name users import.
+        target: ``"package.module:attribute"``, imported only when the name is used.
+        backend: the backend the name belongs to (for the error when it is not installed).
+    """
+
+    name: str
+    target: str
+    backend: str = ""

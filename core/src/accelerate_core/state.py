@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import torch
 
 from .collectives import run_collective
+from .distributed_type import DistributedType, distributed_type_for
 from .errors import ConfigurationError, EnvironmentDetectionError, PluginNotInstalledError
+from .gradient_state import GradientState  # noqa: F401 - HF imports it from accelerate.state
 from .launch_options import canonical_precision
 from .plugins import KNOWN_DISTRIBUTIONS, Registered, get_plugin_manager
 from .process_settings import check_world_size, launch_setting
@@ -229,6 +231,15 @@ class PartialState:
         return self.num_processes > 1
 
     @property
+    def distributed_type(self) -> DistributedType:
+        """HF's ``DistributedType`` of this run, from the selected backend's record."""
+        spec = self.backend_spec
+        value = distributed_type_for(
+            spec.distributed_type, spec.distributed, self.num_processes, self.device.type
+        )
+        return DistributedType(value)
+
+    @property
     def is_main_process(self) -> bool:
         return self.process_index == 0
 
@@ -407,6 +418,15 @@ class AcceleratorState:
         self.precision_spec = chosen.spec
         self.precision_owner = chosen.plugin
         self.initialized = True
+
+    @property
+    def deepspeed_plugin(self) -> Any:
+        """The ``DeepSpeedPlugin`` of this run (HF's attribute); ``None`` without DeepSpeed."""
+        return self.__dict__.get("_deepspeed_plugin")
+
+    @deepspeed_plugin.setter
+    def deepspeed_plugin(self, plugin: Any) -> None:
+        self.__dict__["_deepspeed_plugin"] = plugin
 
     def __getattr__(self, name: str) -> Any:
         # Everything about the process is PartialState's; delegate so both read the same.

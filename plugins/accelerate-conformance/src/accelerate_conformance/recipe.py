@@ -68,12 +68,18 @@ def autocast_for(precision: str, device: torch.device, autocast_type: str | None
 
 
 def hand_written(
-    precision: str, device: torch.device, autocast_type: str | None = None, ddp: bool = False
+    precision: str,
+    device: torch.device,
+    autocast_type: str | None = None,
+    ddp: bool = False,
+    schedule_steps_per_process: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The recipe written by hand: one process, or ``DistributedDataParallel`` when ``ddp``.
 
     Precisions other than the core's ``no``/``bf16``/``fp16`` are trained in fp32: that is the
-    reference a precision plugin is compared with (within a tolerance).
+    reference a precision plugin is compared with (within a tolerance). After each update the
+    schedule steps once per process (HF's rule), or once when ``schedule_steps_per_process`` is
+    False (an engine that steps its scheduler itself: ``BackendSpec.steps_schedulers``).
     """
     model, optimizer, scheduler, inputs, targets = build()
     model.to(device)
@@ -87,6 +93,7 @@ def hand_written(
         rank, world = dist.get_rank(), dist.get_world_size()
         ids = [device.index] if device.type != "cpu" and device.index is not None else None
         network = DistributedDataParallel(model, device_ids=ids)
+    schedule_steps = world if schedule_steps_per_process else 1
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     batches = batches_of(rank, world)
     for _ in range(EPOCHS):
@@ -109,10 +116,12 @@ def hand_written(
                 scaler.step(optimizer)
                 scaler.update()
                 if scaler.get_scale() >= scale:  # a skipped step does not advance the schedule
-                    scheduler.step()
+                    for _ in range(schedule_steps):
+                        scheduler.step()
             else:
                 optimizer.step()
-                scheduler.step()
+                for _ in range(schedule_steps):
+                    scheduler.step()
             optimizer.zero_grad()
     return plain(model.state_dict())
 
@@ -295,8 +304,9 @@ def training_scenario(target_dict: dict[str, Any], directory: str) -> dict[str, 
         autocast_type = getattr(accelerator.state.device_spec, "autocast_type", None)
         with recorded(results, "reference"):
             results["reference"] = hand_written(
-                target.precision_name, device, autocast_type, ddp=accelerator.num_processes > 1
-            )
+                target.precision_name, device, autocast_type, ddp=accelerator.num_processes > 1,
+                schedule_steps_per_process=not accelerator.state.backend_spec.steps_schedulers,
+            )  # fmt: skip
             results["facts"]["reference_loss"] = loss_of(results["reference"], device)
         with recorded(results, "communication"):  # last: it trains on, changing the weights
             results["communication"] = communication_per_micro_step(accelerator, model, optimizer)
