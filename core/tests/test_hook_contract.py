@@ -205,15 +205,17 @@ def test_a_plugin_device_is_selected_by_name(monkeypatch):
 
     reset_state()
     with pytest.raises(
-        ConfigurationError, match="not supported on device 'cpu' \\(supported there: bf16\\)"
+        ConfigurationError,
+        match="not supported on device 'vendor-cpu' \\(cpu\\) \\(supported there: bf16\\)",
     ):
         Accelerator(mixed_precision="fp16")
-    reset_state()
-    monkeypatch.setenv("ACCELERATE_CORE_DEVICE", "vendor-gpu")
-    with pytest.raises(
-        ConfigurationError, match="cpu=True contradicts the selected device 'vendor-gpu'"
-    ):
-        PartialState(cpu=True)
+    for name in ("vendor-gpu", "vendor-cpu"):  # --cpu means the core's cpu device, no other
+        reset_state()
+        monkeypatch.setenv("ACCELERATE_CORE_DEVICE", name)
+        with pytest.raises(
+            ConfigurationError, match=f"cpu=True contradicts the selected device '{name}'"
+        ):
+            PartialState(cpu=True)
     monkeypatch.setenv("ACCELERATE_CORE_DEVICE", "nonexistent")
     with pytest.raises(
         PluginNotInstalledError, match=r"device 'nonexistent' is not installed.*vendor-cpu"

@@ -66,6 +66,7 @@ def test_config_file_round_trip(tmp_path):
         "mixed_precision": "bf16",
         "backend": "ddp",
         "gradient_accumulation_steps": 8,
+        "device": "cpu",
         "max_restarts": 1,
         "ddp_find_unused_parameters": True,
         "ddp_bucket_cap_mb": 12.5,

@@ -23,6 +23,7 @@ METADATA_KEYS = {
     "rank",
     "world_size",
     "device",
+    "device_name",
     "interval",
     "start_time",
     "start_time_iso",
@@ -98,6 +99,7 @@ def test_json_file_has_the_documented_keys(tmp_path):
     meta = record["metadata"]
     assert set(meta) == METADATA_KEYS
     assert (meta["rank"], meta["world_size"], meta["device"]) == (1, 2, "cpu")
+    assert meta["device_name"] == "cpu"
     assert (meta["interval"], meta["label"], meta["error"], meta["snapshot"]) == (
         0.02,
         "keys",

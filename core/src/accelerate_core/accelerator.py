@@ -37,7 +37,7 @@ from .plugins import get_plugin_manager
 from .process_settings import launch_plugin_options, launch_setting
 from .scheduler import AcceleratedScheduler
 from .specs import PluginContext, PrepareRequest
-from .state import AcceleratorState, PartialState, teardown_process_group
+from .state import AcceleratorState, PartialState, describe_device, teardown_process_group
 from .tracker_base import GeneralTracker
 from .tracker_metrics import SystemMetrics, system_metric_kinds
 from .tracker_set import TrackerSet
@@ -695,6 +695,7 @@ class Accelerator(MeshMethods, HFMembers):
             world_size=self.num_processes,
             device=self.device,
             device_owner=self.state.device_owner,
+            device_name=self.state.device_name,
             **kwargs,
         ).start()
         return self.memory_tracker
@@ -761,7 +762,8 @@ class Accelerator(MeshMethods, HFMembers):
     def __repr__(self) -> str:
         return (
             f"Accelerator(backend={self.backend!r}, mixed_precision={self.mixed_precision!r}, "
-            f"device={self.device}, process {self.process_index} of {self.num_processes}, "
+            f"device={describe_device(self.state.device_name, self.device)}, "
+            f"process {self.process_index} of {self.num_processes}, "
             f"gradient_accumulation_steps={self.gradient_accumulation_steps})"
         )
 

@@ -1,7 +1,7 @@
 """``save_state`` / ``load_state``: everything a run needs to continue exactly where it stopped.
 
 A checkpoint is a directory written under a temporary name and renamed when complete, with a
-``manifest.json`` listing every file (size, XXH3-64), the world size, backend and versions
+``manifest.json`` listing every file (size, XXH3-64), the world size, backend, device and versions
 (``checkpoint_manifest``). Models and optimizers go first to the backend's checkpoint hook, which
 stores those it shards or owns in its own format and says which; the core stores the rest
 replicated, from the main process. The core also stores schedulers, the fp16 scaler, prepared
@@ -10,7 +10,9 @@ cycle, and every process's RNG states.
 
 Loading checks the whole checkpoint before it changes anything: the core reads its own files
 while the checksums are computed, waits for them, and only then hands the backend its files and
-restores the objects. A corrupt checkpoint raises and leaves the run as it was.
+restores the objects. A corrupt checkpoint raises and leaves the run as it was. A checkpoint from
+another device restores what does not depend on the device and warns, naming both devices, about
+the device generator (``device_rng_to_restore``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import random
 import re
 import secrets
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +174,10 @@ def apply_replicated(name: str, obj: Any, saved: Any, context: PluginContext) ->
 # --------------------------------------------------------------------------- RNG
 
 
+class CheckpointDeviceWarning(UserWarning):
+    """A checkpoint saved on another device was loaded: what did not apply was not restored."""
+
+
 def has_device_rng(state: Any) -> bool:
     """Whether the device owner's RNG hooks are asked: for every device but the built-in CPU
     (its generator is the ``"torch"`` entry), including a plugin device that drives the CPU."""
@@ -178,12 +185,14 @@ def has_device_rng(state: Any) -> bool:
 
 
 def rng_state(state: Any) -> dict[str, Any]:
-    """This process's RNG states (python, numpy, torch CPU, device) in weights_only-safe form."""
+    """This process's RNG states (python, numpy, torch CPU, device) in weights_only-safe form,
+    with the name of the device whose generator ``"device"`` holds."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
     rng: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
         "torch": torch.get_rng_state(),
+        "device_name": state.device_spec.name,
     }
     if has_device_rng(state):
         rng["device"] = get_plugin_manager().call_owner(
@@ -192,16 +201,72 @@ def rng_state(state: Any) -> dict[str, Any]:
     return rng
 
 
+def device_rng_to_restore(state: Any, rng: dict[str, Any], directory: Path) -> Any:
+    """The saved device RNG state this run's device restores, or ``None``.
+
+    The rule for a checkpoint from another device: the Python, NumPy and torch CPU generators
+    are restored whatever the device; a device generator's state is handed only to a device of
+    the name that saved it. Otherwise this run's device generator keeps its state, and a
+    ``CheckpointDeviceWarning`` (main process) names both devices and what was not restored.
+    """
+    current = state.device_spec.name
+    saved = rng.get("device_name", current)  # checkpoints older than the name: the same device
+    saved_state = rng.get("device")
+    if saved == current:
+        return saved_state if has_device_rng(state) else None
+    lost = []
+    # A CPU-type device without RNG hooks of its own draws from torch's CPU generator, which is
+    # restored in any case: nothing of it is lost.
+    if saved_state is not None and not (
+        torch.is_tensor(saved_state) and torch.equal(saved_state, rng["torch"])
+    ):
+        lost.append(f"the RNG state of device '{saved}' does not apply here and was not restored")
+    if has_device_rng(state) and not _draws_from_the_cpu_generator(state):
+        lost.append(
+            f"the generator of device '{current}' keeps its current state (call set_seed after "
+            "load_state for reproducible draws)"
+        )
+    if lost and state.is_main_process:
+        warnings.warn(
+            f"{directory} was saved on device '{saved}' and this run uses device '{current}': "
+            "weights, optimizer and the Python, NumPy and torch CPU random states were restored; "
+            + "; ".join(lost),
+            CheckpointDeviceWarning,
+            stacklevel=4,
+        )
+    return None
+
+
+def _draws_from_the_cpu_generator(state: Any) -> bool:
+    """A CPU-type device whose owner implements no RNG hook uses torch's CPU generator."""
+    if state.device.type != "cpu":
+        return False
+    hook = get_plugin_manager().pm.hook.accelerate_core_device_rng_state
+    return not any(impl.plugin is state.device_owner for impl in hook.get_hookimpls())
+
+
+def restore_device_rng(state: Any, device_rng: Any, directory: Path) -> None:
+    """Hand the device its saved generator state; a refusal raises before anything changed."""
+    if device_rng is None:
+        return
+    done = get_plugin_manager().call_owner(
+        "accelerate_core_set_device_rng_state", state.device_owner, device=state.device,
+        rng_state=device_rng,
+    )  # fmt: skip
+    if not done:
+        raise CheckpointError(
+            f"device '{state.device_spec.name}' could not restore the RNG state saved in "
+            f"{directory} (accelerate_core_set_device_rng_state answered {done!r}); nothing was "
+            "restored. Update the device plugin, or load the weights alone"
+        )
+
+
 def restore_rng(state: Any, rng: dict[str, Any]) -> None:
+    """Restore the Python, NumPy and torch CPU generators (the device's: ``restore_device_rng``)."""
     random.setstate(rng["python"])
     kind, keys, position, has_gauss, cached = rng["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(rng["torch"])
-    if rng.get("device") is not None and has_device_rng(state):
-        get_plugin_manager().call_owner(
-            "accelerate_core_set_device_rng_state", state.device_owner,
-            device=state.device, rng_state=rng["device"],
-        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- directories
@@ -305,6 +370,7 @@ def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | No
             world_size=state.num_processes,
             parallelism=context.parallelism.sizes,
             backend=state.backend,
+            device={"name": state.device_spec.name, "type": state.device.type},
             mixed_precision=state.mixed_precision,
             versions=versions(registered.distribution if registered else None),
             objects={**objects.counts(), "scaler": objects.scaler is not None},
@@ -338,11 +404,16 @@ def load_state(objects: TrainingObjects, input_dir: str | os.PathLike[str] | Non
     )  # fmt: skip
     verification = Verification(directory, manifest["files"])
     try:
-        replicated, steps = _read_core_files(objects, directory, manifest)
+        replicated, rng, steps = _read_core_files(objects, directory, manifest)
     except Exception:
         verification.check()  # a corrupt file explains the failure better than its symptom
         raise
     verification.check()  # before any live object changes
+    # First: a device that cannot take its saved state refuses before anything else changed
+    # (the user's load pre-hooks included). A checkpoint converted from HF Accelerate without
+    # its pickled RNG states has none: every generator keeps its state, the device's too.
+    if rng is not None:
+        restore_device_rng(state, device_rng_to_restore(state, rng, directory), directory)
     _run_load_hooks(objects, directory)
     named = objects.named()
     handled = get_plugin_manager().call_owner(
@@ -392,11 +463,12 @@ def _run_load_hooks(objects: TrainingObjects, directory: Path) -> None:
 
 def _read_core_files(
     objects: TrainingObjects, directory: Path, manifest: dict[str, Any]
-) -> tuple[dict[str, Any], list[Callable[[], None]]]:
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[Callable[[], None]]]:
     """Read every file the core restores itself; nothing is applied yet.
 
-    Returns the saved state of each replicated model/optimizer by name, and one callable per
-    other object that applies its saved state, in the order they must run.
+    Returns the saved state of each replicated model/optimizer by name, this process's RNG
+    states (``None`` for an HF checkpoint converted without them), and one callable per other
+    object that applies its saved state, in the order they must run.
     """
     by_backend = set(manifest.get("backend_objects", objects.named()))
     read: dict[str, Any] = {
@@ -445,4 +517,4 @@ def _read_core_files(
             restore_rng(objects.state, rng)
 
     steps.append(finish)
-    return read, steps
+    return read, rng, steps

@@ -4,7 +4,8 @@ Every hook's docstring is its reference documentation. Hooks fall into the famil
 
 * **discovery** - every plugin is asked; each returns records (``specs.py``) naming what it offers.
 * **environment** - every plugin is asked to detect the launch environment; device hooks are asked
-  of the plugin that registered the device in use.
+  of the plugin that registered the device in use, with ``device`` the ``torch.device`` the
+  process uses (``torch.device(spec.torch_type, local_rank)``, no index for a CPU type).
 * **precision conversion** - asked of the plugin that registered the selected precision.
 * **wrapping**, **backward**, **checkpoint state** - asked of the plugin that registered the
   selected backend.
@@ -75,10 +76,12 @@ def accelerate_core_precisions() -> list[PrecisionSpec]:
 def accelerate_core_devices() -> list[DeviceSpec]:
     """Return the device types this plugin knows (``DeviceSpec`` records).
 
-    Called on every plugin when the registry is built. The device a process uses is found through
-    ``torch.accelerator`` (or CPU); the record for that device type supplies the process-group
-    backend and the precisions it supports. An accelerator type with no record still works with
-    generic defaults (gloo, no mixed precision).
+    Called on every plugin when the registry is built. The device a process uses is the one
+    selected by name (``accel launch --device``, the config key ``device``,
+    ``ACCELERATE_CORE_DEVICE``, ``PartialState(device=...)``), else the record named after the type
+    ``torch.accelerator`` reports (or CPU); the record supplies the process-group backend and the
+    precisions it supports, and its name is the one messages show. An accelerator type with no
+    record still works with generic defaults (gloo, no mixed precision).
     """
 
 
@@ -149,6 +152,18 @@ def accelerate_core_setup_device(device: torch.device, environment: EnvironmentI
 
 
 @hookspec(firstresult=True)
+def accelerate_core_seed_device(device: torch.device, seed: int) -> bool | None:
+    """Seed the device's own random number generator with ``seed``; return True when done.
+
+    Asked of the device's owner by ``set_seed`` after Python, NumPy and torch were seeded
+    (``torch.manual_seed`` already seeds the default generators of the devices torch ships);
+    when ``set_seed`` runs before the process state exists, asked once the device is set up.
+    A device whose generator is its own (a vendor runtime's) seeds it here. Default: nothing
+    more to do.
+    """
+
+
+@hookspec(firstresult=True)
 def accelerate_core_device_rng_state(device: torch.device) -> Any:
     """Return the RNG state of ``device`` for checkpoints (asked of the device's owner).
 
@@ -164,7 +179,9 @@ def accelerate_core_device_rng_state(device: torch.device) -> Any:
 def accelerate_core_set_device_rng_state(device: torch.device, rng_state: Any) -> bool | None:
     """Restore an RNG state from ``accelerate_core_device_rng_state``; return True when done.
 
-    Asked of the device's owner by ``load_state`` after the CPU generator has been restored.
+    Asked of the device's owner by ``load_state`` after the CPU generator has been restored,
+    only with a state saved on a device of the same name: a checkpoint from another device
+    leaves this device's generator as it is, with a warning naming both devices.
     """
 
 

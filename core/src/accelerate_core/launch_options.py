@@ -33,9 +33,14 @@ SETTING_VARIABLES = {
     "mixed_precision": "ACCELERATE_CORE_MIXED_PRECISION",
     "cpu": "ACCELERATE_CORE_USE_CPU",
     "gradient_accumulation_steps": "ACCELERATE_CORE_GRADIENT_ACCUMULATION_STEPS",
+    "device": "ACCELERATE_CORE_DEVICE",
     "use_parallelism_config": USE_PARALLELISM_CONFIG_ENV,
     **PARALLELISM_VARIABLES,
 }
+# Settings ``accel launch`` also takes from its own environment (below the command line, above
+# the config file): the device variable was how a device was chosen before ``--device`` existed,
+# and a machine's device is often exported in its shell profile.
+SHELL_SETTINGS = ("device",)
 BACKEND_OPTIONS_ENV = "ACCELERATE_CORE_BACKEND_OPTIONS"
 PRECISION_OPTIONS_ENV = "ACCELERATE_CORE_PRECISION_OPTIONS"
 OPTIONS_VARIABLES = {"backend": BACKEND_OPTIONS_ENV, "precision": PRECISION_OPTIONS_ENV}
@@ -74,6 +79,11 @@ CORE_OPTIONS: tuple[LaunchOption, ...] = (
     LaunchOption("mixed-precision", "no, fp16, bf16 or a plugin's (fp8)", "str"),
     LaunchOption("backend", "an installed backend (default: none for 1 process, ddp for more)"),
     LaunchOption("gradient-accumulation-steps", "micro-batches per optimizer step", "int"),
+    LaunchOption(
+        "device",
+        "a registered device by name (cpu, cuda, a plugin's; accel env lists them); default: "
+        "the accelerator torch reports, else cpu",
+    ),
     LaunchOption("max-restarts", "restarts of the whole group after a failure (default 0)", "int"),
     LaunchOption(
         "num-cpu-threads-per-process", "OMP_NUM_THREADS of every process (torchrun's: 1)", "int"
@@ -104,6 +114,7 @@ CORE_DEFAULTS: dict[str, Any] = {
     "mixed_precision": None,
     "backend": None,
     "gradient_accumulation_steps": None,
+    "device": None,
     "max_restarts": 0,
     "num_cpu_threads_per_process": None,
     "monitor_interval": None,
@@ -169,3 +180,8 @@ def coerce(option: LaunchOption, value: Any, what: str) -> Any:
 def plugin_source_key(kind: str, name: str, key: str) -> str:
     """How ``ACCELERATE_CORE_LAUNCH_SOURCES`` names a plugin option (``backend_options.ddp.x``)."""
     return f"{kind}_options.{name}.{key}"
+
+
+def shell_source(variable: str) -> str:
+    """How a value ``accel launch`` read from its own environment is labelled (its source)."""
+    return f"environment {variable}"

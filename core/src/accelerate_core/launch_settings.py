@@ -5,6 +5,7 @@ result, and write the environment every process gets (``launch_options`` names t
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,10 @@ from .launch_options import (
     OPTIONS_VARIABLES,
     PARALLELISM_VARIABLES,
     SETTING_VARIABLES,
+    SHELL_SETTINGS,
     coerce,
     plugin_source_key,
+    shell_source,
 )
 from .plugins import collect_launch_aliases
 from .specs import LaunchAlias, LaunchOption
@@ -43,6 +46,7 @@ class LaunchConfig:
     mixed_precision: str | None = None
     backend: str | None = None
     gradient_accumulation_steps: int | None = None
+    device: str | None = None
     max_restarts: int = 0
     num_cpu_threads_per_process: int | None = None
     monitor_interval: float | None = None
@@ -139,23 +143,31 @@ def resolve_launch_config(
     options: list[LaunchOption],
     aliases: list[LaunchAlias] | None = None,
     hf_flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> LaunchConfig:
     """Merge command line > config file > defaults and check the result.
 
     ``command_line`` holds option values by key, ``hf_flags`` the values of Hugging Face's flags
     by HF name (``use_fsdp``); those are translated by their ``LaunchAlias`` records (default:
-    every installed plugin's), and so are the HF keys of the config file.
+    every installed plugin's), and so are the HF keys of the config file. The settings of
+    ``SHELL_SETTINGS`` (the device) are also read from ``environ`` (default: this process's
+    environment), between the command line and the config file.
     """
     aliases = collect_launch_aliases() if aliases is None else aliases
+    environ = os.environ if environ is None else environ
     command_line = _translate_command_line(command_line, hf_flags or {}, options, aliases)
     from_file = load_config_file(config_file, options, aliases) if config_file is not None else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for option in options:
         key = option.dest
+        variable = SETTING_VARIABLES.get(key, "")
         if command_line.get(key) is not None:
             values[key] = coerce(option, command_line[key], "--" + option.name)
             sources[key] = COMMAND_LINE
+        elif key in SHELL_SETTINGS and environ.get(variable, "").strip():
+            values[key] = coerce(option, environ[variable], variable)
+            sources[key] = shell_source(variable)
         elif from_file.get(key) is not None:
             values[key], sources[key] = from_file[key], f"config file {config_file}"
         elif option.target is None:
@@ -239,6 +251,16 @@ def check_launch_config(config: LaunchConfig) -> None:
         raise ConfigurationError(
             f"{config.num_machines} machines need the address of machine 0: pass "
             "--main-process-ip and --main-process-port (the same on every machine)"
+        )
+    if config.device == "":
+        raise ConfigurationError(
+            f"{_flag(config, 'device')} is empty; name a device (accel env lists them) or drop it"
+        )
+    if config.cpu and config.device not in (None, "cpu"):
+        raise ConfigurationError(
+            f"{_flag(config, 'cpu')} contradicts {_flag(config, 'device')} '{config.device}' (the "
+            f"CPU is the device 'cpu'); drop the cpu setting to train on '{config.device}', or "
+            "select the device cpu"
         )
     if config.main_process_port is not None and not 0 < config.main_process_port < 65536:
         raise ConfigurationError(

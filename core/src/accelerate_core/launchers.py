@@ -18,8 +18,11 @@ from .errors import AccelerateCoreError, ConfigurationError
 from .launch_options import (
     LAUNCH_VARIABLES,
     NOTEBOOK_LAUNCHER,
+    SETTING_VARIABLES,
+    SHELL_SETTINGS,
     canonical_precision,
     plugin_source_key,
+    shell_source,
 )
 from .launch_settings import LaunchConfig, default_num_processes
 from .plugins import collect_launch_options
@@ -216,6 +219,11 @@ def _notebook_config(num_processes: int, **settings: Any) -> LaunchConfig:
     options = collect_launch_options()
     backend_options = settings.pop("backend_options") or {}
     config = LaunchConfig(num_processes=num_processes, options=options)
+    for key in SHELL_SETTINGS:  # as accel launch: the device exported in this process goes on
+        value = os.environ.get(SETTING_VARIABLES[key], "").strip()
+        if value:
+            setattr(config, key, value)
+            config.sources[key] = shell_source(SETTING_VARIABLES[key])
     for key, value in settings.items():
         if value is not None:
             setattr(config, key, canonical_precision(value) if key == "mixed_precision" else value)

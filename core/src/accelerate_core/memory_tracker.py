@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .plugins import get_plugin_manager
-from .state import PartialState
+from .state import PartialState, describe_device
 
 FORMAT = "accelerate-core-memory/1"
 FILE_PREFIX = "memory-rank"
@@ -63,6 +63,14 @@ def _device_owner(device: torch.device) -> object:
     return registered.plugin if registered is not None else manager.defaults
 
 
+def _device_name(owner: object, device: torch.device) -> str:
+    """The name of the device record ``owner`` registered for ``device``'s type."""
+    for name, registered in get_plugin_manager().registry(strict=False)["device"].items():
+        if registered.plugin is owner and registered.spec.torch_type == device.type:
+            return name
+    return device.type
+
+
 class MemoryTracker:
     """Samples CPU and device memory in a daemon thread and writes this rank's JSON file.
 
@@ -76,6 +84,8 @@ class MemoryTracker:
         device: defaults to ``PartialState()``'s (see ``rank``).
         device_owner: the plugin asked for device stats; default: the plugin that registered
             ``device.type`` (the state's ``device_owner`` when the device comes from the state).
+        device_name: the selected device's name for the metadata (``example``); default: the
+            state's when the device comes from it, else the record ``device_owner`` registered.
         snapshot: also record the device allocator's history and dump a snapshot
             (``memory-rank{N}-snapshot.pickle``, readable by pytorch.org/memory_viz) where the
             device supports it (CUDA); skipped, with the reason in the metadata, elsewhere.
@@ -94,6 +104,7 @@ class MemoryTracker:
         world_size: int | None = None,
         device: torch.device | str | None = None,
         device_owner: object | None = None,
+        device_name: str | None = None,
         snapshot: bool = False,
     ) -> None:
         if not interval > 0:
@@ -105,8 +116,10 @@ class MemoryTracker:
             if device is None:
                 device = state.device
                 device_owner = state.device_owner if device_owner is None else device_owner
+                device_name = state.device_spec.name if device_name is None else device_name
         self.device = torch.device(device)
         self.device_owner = device_owner if device_owner is not None else _device_owner(self.device)
+        self.device_name = device_name or _device_name(self.device_owner, self.device)
         self.run_dir = Path(run_dir)
         self.interval = float(interval)
         self.label = label
@@ -253,7 +266,8 @@ class MemoryTracker:
 
     def _snapshot_unsupported(self) -> str | None:
         if self.device.type != "cuda":
-            return f"device '{self.device}' has no allocator snapshot (only CUDA does)"
+            shown = describe_device(self.device_name, self.device, quote="'")
+            return f"device {shown} has no allocator snapshot (only CUDA does)"
         if not torch.cuda.is_available():
             return "CUDA is not available"
         return None
@@ -304,6 +318,7 @@ class MemoryTracker:
             "rank": self.rank,
             "world_size": self.world_size,
             "device": str(self.device),
+            "device_name": self.device_name,
             "interval": self.interval,
             "start_time": self._start_wall,
             "start_time_iso": started.isoformat(),
@@ -346,7 +361,8 @@ class MemoryTracker:
     def __repr__(self) -> str:
         status = "running" if self.running else ("stopped" if self._stopped else "not started")
         return (
-            f"MemoryTracker(rank {self.rank} of {self.world_size}, device={self.device}, "
+            f"MemoryTracker(rank {self.rank} of {self.world_size}, "
+            f"device={describe_device(self.device_name, self.device)}, "
             f"interval={self.interval}, {status}, file={str(self.path)!r})"
         )
 

@@ -22,7 +22,7 @@ from .collectives import run_collective
 from .distributed_type import DistributedType, distributed_type_for
 from .errors import ConfigurationError, EnvironmentDetectionError, PluginNotInstalledError
 from .gradient_state import GradientState  # noqa: F401 - HF imports it from accelerate.state
-from .launch_options import canonical_precision
+from .launch_options import SETTING_VARIABLES, canonical_precision
 from .plugins import KNOWN_DISTRIBUTIONS, Registered, get_plugin_manager
 from .process_settings import check_world_size, launch_setting
 from .specs import BackendSpec, DeviceSpec, EnvironmentInfo, PrecisionSpec
@@ -30,7 +30,8 @@ from .specs import BackendSpec, DeviceSpec, EnvironmentInfo, PrecisionSpec
 SINGLE_PROCESS_BACKEND = "none"
 DEFAULT_DISTRIBUTED_BACKEND = "ddp"
 DEFAULT_PROCESS_GROUP_TIMEOUT = timedelta(minutes=10)
-DEVICE_ENV = "ACCELERATE_CORE_DEVICE"
+DEVICE_ENV = SETTING_VARIABLES["device"]  # ACCELERATE_CORE_DEVICE, set by accel launch --device
+CPU_DEVICE = "cpu"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,14 +57,28 @@ def detect_environment(environ: Mapping[str, str] | None = None) -> EnvironmentI
 
 
 def choose_named_device(name: str, cpu: bool) -> Registered:
-    """The device record selected by name (``ACCELERATE_CORE_DEVICE``), checked against cpu."""
+    """The device record selected by name (``--device``, ``ACCELERATE_CORE_DEVICE``,
+    ``PartialState(device=...)``), checked against cpu.
+
+    ``cpu=True`` means the core's own ``cpu`` device: any other name contradicts it, even a
+    plugin device that computes on the CPU (its hooks would still run).
+    """
     chosen = get_plugin_manager().select("device", name)
-    if cpu and chosen.spec.torch_type != "cpu":
+    if cpu and name != CPU_DEVICE:
         raise ConfigurationError(
-            f"cpu=True contradicts the selected device '{name}' ({chosen.spec.torch_type}); "
-            f"unset {DEVICE_ENV} or drop cpu=True"
+            f"cpu=True contradicts the selected device '{name}' (the CPU is the device "
+            f"'{CPU_DEVICE}'); drop cpu=True (--cpu) to train on '{name}', or select no device "
+            f"(--device / {DEVICE_ENV} / PartialState(device=...))"
         )
     return chosen
+
+
+def describe_device(name: str, device: torch.device, quote: str = "") -> str:
+    """A device as messages show it: its registered name, with the torch device when they
+    differ: ``example (cpu)``, ``cuda:0``; with ``quote="'"``, ``'example' (cpu)``."""
+    if name == device.type:
+        return f"{quote}{device}{quote}"
+    return f"{quote}{name}{quote} ({device})"
 
 
 def choose_device(cpu: bool, environment: EnvironmentInfo) -> torch.device:
@@ -122,7 +137,8 @@ class PartialState:
             for several.
         timeout: process-group timeout when the run has several processes.
         device: the name of a registered device to use instead of the one torch reports
-            (also ``ACCELERATE_CORE_DEVICE``); for devices a plugin provides.
+            (``accel launch --device``, the config key ``device``, ``ACCELERATE_CORE_DEVICE``);
+            for devices a plugin provides. ``device_spec.name`` is the selected device's name.
     """
 
     _shared_state: ClassVar[dict[str, Any]] = {}
@@ -139,13 +155,13 @@ class PartialState:
         cpu = bool(launch_setting("cpu", cpu))
         backend = launch_setting("backend", backend) or None
         if self.__dict__.get("initialized"):
-            self._check_matches(cpu, backend)
+            self._check_matches(cpu, backend, device)
             return
         manager = get_plugin_manager()
         environment = detect_environment()
         check_world_size(environment.world_size, environment.source, environment.rank)
         chosen = choose_backend(backend, environment)
-        device_name = device or os.environ.get(DEVICE_ENV) or None
+        device_name = launch_setting("device", device or None) or None
         registered_device: Registered | None
         if device_name is not None:
             registered_device = choose_named_device(device_name, cpu)
@@ -165,6 +181,8 @@ class PartialState:
             device=torch_device,
             environment=environment,
         )
+        if _PENDING_DEVICE_SEED:  # set_seed ran before the process state existed
+            _seed(device_owner, torch_device, _PENDING_DEVICE_SEED.pop())
         self.environment = environment
         self.device = torch_device
         self.device_spec = device_spec
@@ -178,15 +196,22 @@ class PartialState:
         if environment.world_size > 1 and chosen.spec.distributed:
             self._init_process_group()
 
-    def _check_matches(self, cpu: bool, backend: str | None) -> None:
+    def _check_matches(self, cpu: bool, backend: str | None, device: str | None) -> None:
+        if device and device != self.device_spec.name:
+            raise ConfigurationError(
+                f"the process state was already created on device '{self.device_spec.name}', now "
+                f"device '{device}' is asked for; select the device in the first "
+                "PartialState/Accelerator of the process (or with accel launch --device)"
+            )
         if backend is not None and backend != self.backend:
             raise ConfigurationError(
                 f"the process state was already created with backend '{self.backend}', now "
                 f"'{backend}' is asked for; create one Accelerator per process with one backend"
             )
-        if cpu and self.device.type != "cpu":
+        if cpu and self.device_name != CPU_DEVICE:  # a plugin device on the CPU included
+            shown = describe_device(self.device_name, self.device, quote="'")
             raise ConfigurationError(
-                f"the process state was already created on {self.device}; cpu=True must be "
+                f"the process state was already created on device {shown}; cpu=True must be "
                 "passed to the first Accelerator/PartialState of the process"
             )
 
@@ -225,6 +250,11 @@ class PartialState:
     @property
     def local_process_index(self) -> int:
         return self.environment.local_rank
+
+    @property
+    def device_name(self) -> str:
+        """The selected device's registered name (``example``, ``cuda``), in every message."""
+        return self.device_spec.name
 
     @property
     def use_distributed(self) -> bool:
@@ -313,7 +343,8 @@ class PartialState:
             return "PartialState(uninitialised)"
         return (
             f"PartialState(backend={self.backend!r}, process {self.process_index} of "
-            f"{self.num_processes}, local {self.local_process_index}, device={self.device}, "
+            f"{self.num_processes}, local {self.local_process_index}, "
+            f"device={describe_device(self.device_name, self.device)}, "
             f"environment={self.environment.source!r})"
         )
 
@@ -409,7 +440,8 @@ class AcceleratorState:
         if needed is not None and needed not in partial.device_spec.precisions:
             supported = ", ".join(sorted(partial.device_spec.precisions)) or "none"
             raise ConfigurationError(
-                f"mixed_precision='{name}' is not supported on device '{partial.device}' "
+                f"mixed_precision='{name}' is not supported on device "
+                f"{describe_device(partial.device_name, partial.device, quote=chr(39))} "
                 f"(supported there: {supported}); choose another mixed_precision, or run on a "
                 f"device that supports {needed}"
             )
@@ -462,10 +494,29 @@ def teardown_process_group() -> None:
         dist.destroy_process_group()
 
 
+def seed_device(seed: int) -> None:
+    """Seed the device's own generator through its owner's ``accelerate_core_seed_device``
+    (``set_seed`` calls this). Before the process state exists the seed is kept and applied when
+    the device is set up, as torch queues a seed for a device it has not initialised yet."""
+    shared = PartialState._shared_state
+    if not shared.get("initialized"):
+        _PENDING_DEVICE_SEED[:] = [seed]
+        return
+    _seed(shared["device_owner"], shared["device"], seed)
+
+
+_PENDING_DEVICE_SEED: list[int] = []
+
+
+def _seed(owner: object, device: torch.device, seed: int) -> None:
+    get_plugin_manager().call_owner("accelerate_core_seed_device", owner, device=device, seed=seed)
+
+
 def reset_state(destroy_process_group: bool = True) -> None:
     """Forget the process state (tests); optionally tear down the process group too."""
     if destroy_process_group:
         teardown_process_group()
+    _PENDING_DEVICE_SEED.clear()
     AcceleratorState._reset_state()
     PartialState._reset_state()
 

@@ -38,6 +38,11 @@ def _device_module(device: torch.device) -> Any:
 
 
 @last
+def accelerate_core_seed_device(device: torch.device, seed: int) -> bool:
+    return True  # torch.manual_seed seeded the default generator of every device torch ships
+
+
+@last
 def accelerate_core_device_rng_state(device: torch.device) -> Any:
     if device.type == "cpu":
         return torch.get_rng_state()

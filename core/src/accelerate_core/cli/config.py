@@ -23,7 +23,7 @@ from ..config_files import default_config_path, load_config_file, write_config_f
 from ..errors import AccelerateCoreError, ConfigurationError
 from ..launch_options import CONFIG_FILE_ENV, coerce
 from ..launch_settings import default_num_processes, resolve_launch_config
-from ..plugins import get_plugin_manager
+from ..plugins import BUILTIN_LABEL, get_plugin_manager
 from ..specs import LaunchAlias, LaunchOption
 from ..state import DEFAULT_DISTRIBUTED_BACKEND, SINGLE_PROCESS_BACKEND
 from .launch import describe
@@ -160,6 +160,13 @@ def questionnaire(options: Sequence[LaunchOption]) -> dict[str, Any]:
         values["main_process_ip"] = ask("main_process_ip", "IP address of machine 0?", None)
         values["main_process_port"] = ask("main_process_port", "Port on machine 0?", 29500)
     values["cpu"] = ask("cpu", "Train on the CPU only?", default_num_processes(False) == 1)
+    plugin_devices = sorted(
+        name for name, r in registry["device"].items() if r.distribution != BUILTIN_LABEL
+    )
+    if plugin_devices and not values["cpu"]:  # asked only when a device plugin is installed
+        devices = ["auto", *sorted(registry["device"])]
+        device = _menu("Device (auto: the accelerator torch reports, else cpu)?", devices, "auto")
+        values["device"] = None if device == "auto" else device
     per_machine = default_num_processes(values["cpu"])
     values["num_processes"] = ask(
         "num_processes",

@@ -23,7 +23,13 @@ from ..plugins import (
     installed_entry_points,
 )
 from ..process_settings import launch_setting
-from ..state import DEFAULT_DISTRIBUTED_BACKEND, DEVICE_ENV, SINGLE_PROCESS_BACKEND, choose_device
+from ..state import (
+    DEFAULT_DISTRIBUTED_BACKEND,
+    SINGLE_PROCESS_BACKEND,
+    choose_device,
+    choose_named_device,
+    describe_device,
+)
 from ..tracker_set import library_installed
 from ..version import __version__
 
@@ -150,13 +156,18 @@ def _selection(manager: Any) -> dict[str, Any]:
 def _device_choice(manager: Any, environment: Any) -> str:
     """The device ``Accelerator()`` would use, including one selected by name."""
 
-    named = os.environ.get(DEVICE_ENV)
+    named = launch_setting("device", None)
+    cpu = bool(launch_setting("cpu", None))
     if named:
         registered = manager.registry(strict=False)["device"].get(named)
         if registered is None:
             return f"{named} (not installed)"
+        if cpu and named != "cpu":
+            choose_named_device(named, cpu)  # raises: the contradiction, as Accelerator() would
         return f"{named} ({registered.spec.torch_type}, from {registered.distribution})"
-    return str(choose_device(bool(launch_setting("cpu", None)), environment))
+    device = choose_device(cpu, environment)
+    registered = manager.registry(strict=False)["device"].get(device.type)
+    return describe_device(registered.spec.name if registered else device.type, device)
 
 
 def _launch_selection(manager: Any) -> dict[str, Any]:
@@ -173,6 +184,7 @@ def _launch_selection(manager: Any) -> dict[str, Any]:
         "num_processes": config.num_processes,
         "num_machines": config.num_machines,
         "cpu": config.cpu,
+        "device": config.device or "(the accelerator torch reports, else cpu)",
         "backend": config.backend or default,
         "mixed_precision": config.mixed_precision or "no",
     }

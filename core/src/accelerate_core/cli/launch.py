@@ -226,6 +226,8 @@ def _check_installed(config: LaunchConfig) -> None:
             )
     if config.mixed_precision is not None:
         select_precision(config.mixed_precision)
+    if config.device is not None:
+        get_plugin_manager().select("device", config.device)
 
 
 def uses_torchrun(config: LaunchConfig) -> bool:
@@ -304,6 +306,11 @@ def run(args: argparse.Namespace) -> int:
         print("accel launch --dry-run: resolved configuration (nothing is started)")
         print(f"  config file: {config.config_file or '(none)'}")
         print("\n".join(describe(config)))
+        if config.num_machines > 1:
+            print(
+                f"every machine runs this launch with the same settings (device, backend, ...) "
+                f"and its own --machine-rank (0 to {config.num_machines - 1})"
+            )
         print("environment of every process:")
         print("\n".join(f"  {name}={value}" for name, value in sorted(variables.items())))
         print("command:")

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from accelerate_core.accelerator import Accelerator
 from accelerate_core.seeding import set_seed
+from accelerate_core.state import describe_device
 
 
 def main() -> int:
@@ -57,7 +58,8 @@ def main() -> int:
         problems.append(f"evaluation saw {seen} samples instead of 50")
     accelerator.print(
         f"accel test: {accelerator.num_processes} process(es), backend {accelerator.backend}, "
-        f"mixed precision {accelerator.mixed_precision}, device {accelerator.device}, "
+        f"mixed precision {accelerator.mixed_precision}, "
+        f"device {describe_device(accelerator.state.device_name, accelerator.device)}, "
         f"accumulation {accelerator.gradient_accumulation_steps}: loss {first:.4f} -> {last:.4f}"
     )
     for problem in problems:

@@ -4,11 +4,12 @@ Adds ``--accelerate-backend NAME``, ``--accelerate-precision NAME``, ``--acceler
 ``--accelerate-tolerance X`` and ``--accelerate-timeout S``; run the checks with
 
     pytest --accelerate-backend mybackend --pyargs accelerate_conformance
+    pytest --accelerate-device mydevice --pyargs accelerate_conformance
 
 Harmless everywhere else: it imports neither torch nor accelerate-core, its fixtures are prefixed
 ``accelerate_conformance_``, and the checks (marked ``accelerate_conformance``) skip themselves
-when no backend or precision is given. With one, the terminal summary ends with a report that
-names every check and why it failed.
+when no backend, precision or device is given. With one, the terminal summary ends with a report
+that names every check and why it failed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .target import Target
 MARKER = "accelerate_conformance"
 NO_TARGET = (
     "accelerate-conformance checks run only when asked: pytest --accelerate-backend NAME "
-    "(or --accelerate-precision NAME) --pyargs accelerate_conformance"
+    "(or --accelerate-precision NAME, --accelerate-device NAME) --pyargs accelerate_conformance"
 )
 # Long enough for a torchrun job with a heavy library (DeepSpeed) on a small machine.
 CHECK_TIMEOUT = 900
@@ -44,7 +45,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--accelerate-device",
         metavar="NAME",
-        help="train on the registered device NAME (ACCELERATE_CORE_DEVICE) instead of the CPU",
+        help="check the device NAME (alone, on the backend none, or with a backend or "
+        "precision, which then train on it instead of the CPU)",
     )
     group.addoption(
         "--accelerate-tolerance",
@@ -63,15 +65,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def target_from(config: pytest.Config) -> Target | None:
-    """The ``Target`` the options describe, or ``None`` when neither backend nor precision."""
+    """The ``Target`` the options describe, or ``None`` when no backend, precision or device."""
     backend = config.getoption("accelerate_backend", None)
     precision = config.getoption("accelerate_precision", None)
-    if backend is None and precision is None:
+    device = config.getoption("accelerate_device", None)
+    if backend is None and precision is None and device is None:
         return None
     return Target(
         backend=backend,
         precision=precision,
-        device=config.getoption("accelerate_device", None),
+        device=device,
         tolerance=config.getoption("accelerate_tolerance", None),
         timeout=config.getoption("accelerate_timeout", 600.0),
     )

@@ -9,13 +9,15 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Target:
-    """A backend and/or a precision, on the default device (CPU) or a named one.
+    """A backend and/or a precision, on the default device (CPU) or a named one; or a device
+    alone (checked on the built-in backend ``none``).
 
     Attributes:
         backend: the backend name (``--accelerate-backend``); ``None`` checks a precision alone,
             on the built-in single-process backend ``none``.
         precision: the precision name (``--accelerate-precision``); ``None`` means ``no``.
-        device: a registered device name (``--accelerate-device``), else the CPU.
+        device: a registered device name (``--accelerate-device``): its own checks run, and the
+            training checks train on it; else the CPU.
         tolerance: the largest allowed ``max |ours - reference| / max |reference|`` of the
             weights; ``None`` uses the defaults (see ``test_conformance.tolerance_for``).
         timeout: seconds a multi-process run may take before it counts as a hang.

@@ -14,13 +14,12 @@ backend is distributed, and the hand-written reference in the same processes.
 from __future__ import annotations
 
 import importlib.metadata as importlib_metadata
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from . import recipe
+from .fixtures import TORCHRUN_VARIABLES, _fresh_process_state, plugins, registered, target
 from .target import Target
 
 pytestmark = pytest.mark.accelerate_conformance
@@ -29,10 +28,7 @@ CORE_PRECISIONS = ("no", "bf16", "fp16")
 # max |ours - reference| / max |reference| allowed where the arithmetic differs legitimately.
 MULTI_PROCESS_TOLERANCE = {"no": 1e-5, "bf16": 2e-2, "fp16": 2e-2}
 PLUGIN_PRECISION_TOLERANCE = 0.1  # fp8 and other plugin precisions, against fp32 training
-TORCHRUN_VARIABLES = (
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
-    "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
-)  # fmt: skip
+__all__ = ["_fresh_process_state", "plugins", "target"]  # shared fixtures (fixtures.py)
 
 
 def tolerance_for(target: Target, multi_process: bool) -> float:
@@ -47,60 +43,16 @@ def tolerance_for(target: Target, multi_process: bool) -> float:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(autouse=True)
-def _fresh_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every check starts with a fresh plugin manager and process state, and no launch settings."""
-    from accelerate_core.plugins import reset_plugin_manager
-    from accelerate_core.state import reset_state
-
-    for name in (*TORCHRUN_VARIABLES, *recipe.SETTING_VARIABLES):
-        monkeypatch.delenv(name, raising=False)
-    reset_state()
-    reset_plugin_manager()
-    yield
-    reset_state()
-    reset_plugin_manager()
-
-
-@pytest.fixture(scope="module")
-def target(accelerate_conformance_target: Target) -> Target:
-    return accelerate_conformance_target
-
-
-@pytest.fixture(scope="module")
-def plugins(target: Target) -> dict[str, Any]:
-    """What a fresh plugin manager found: registry, entry points and load warnings."""
-    from accelerate_core.plugins import PluginManager
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        manager = PluginManager()
-    registry = manager.registry(strict=False)
-    return {
-        "manager": manager,
-        "registry": registry,
-        "conflicts": manager.conflicts,
-        "warnings": [str(w.message) for w in caught],
-    }
-
-
-def _registered(plugins: dict[str, Any], kind: str, name: str) -> Any:
-    found = plugins["registry"][kind].get(name)
-    if found is None:
-        pytest.skip(f"{kind} '{name}' is not registered (see the registration check)")
-    return found
-
-
 @pytest.fixture(scope="module")
 def backend_spec(target: Target, plugins: dict[str, Any]) -> Any:
-    return _registered(plugins, "backend", target.backend_name).spec
+    return registered(plugins, "backend", target.backend_name).spec
 
 
 @pytest.fixture(scope="module")
 def processes(target: Target, plugins: dict[str, Any], backend_spec: Any) -> int:
     """Two processes for a distributed backend (or its minimum), else one."""
     if target.precision is not None:
-        _registered(plugins, "precision", target.precision_name)
+        registered(plugins, "precision", target.precision_name)
     return max(recipe.PROCESSES, backend_spec.min_processes) if backend_spec.distributed else 1
 
 
@@ -182,6 +134,7 @@ def test_registration(target: Target, plugins: dict[str, Any]) -> None:
     assert not plugins["conflicts"], f"name conflicts: {'; '.join(plugins['conflicts'])}"
     wanted = [("backend", target.backend)] if target.backend else []
     wanted += [("precision", target.precision)] if target.precision else []
+    wanted += [("device", target.device)] if target.device else []
     specs = {n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "accelerate_core_spec")}
     manager = plugins["manager"]
     for kind, name in wanted:
@@ -405,7 +358,12 @@ def test_unknown_option_is_a_clear_error_on_every_rank(
 
 def test_name_typo_names_the_installed_ones(target: Target, plugins: dict[str, Any]) -> None:
     """a misspelt name is an error that lists the installed names"""
-    from accelerate_core import AccelerateCoreError, Accelerator, PluginNotInstalledError
+    from accelerate_core import (
+        AccelerateCoreError,
+        Accelerator,
+        PartialState,
+        PluginNotInstalledError,
+    )
 
     if target.backend:
         typo = target.backend + "x"
@@ -421,4 +379,11 @@ def test_name_typo_names_the_installed_ones(target: Target, plugins: dict[str, A
         assert target.precision in str(info.value).split(typo)[-1], (
             f"the error for mixed_precision '{typo}' does not list '{target.precision}': "
             f"{info.value}"
+        )
+    if target.device:
+        typo = target.device + "x"
+        with pytest.raises(PluginNotInstalledError) as info:
+            PartialState(device=typo)
+        assert target.device in str(info.value).split("installed devices:")[-1], (
+            f"the error for device '{typo}' does not list '{target.device}': {info.value}"
         )

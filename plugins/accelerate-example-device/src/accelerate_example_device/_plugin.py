@@ -5,7 +5,9 @@ hooks, which the core asks only of the plugin that registered the device in use.
 on the CPU (``device_type="cpu"``) so that it trains for real anywhere; where a vendor would call
 its runtime (set the current device, read the allocator, wait for the queue), it says so.
 
-Select it with ``ACCELERATE_CORE_DEVICE=example`` or ``PartialState(device="example")``.
+Select it with ``accel launch --device example`` (the config key ``device: example``, or
+``ACCELERATE_CORE_DEVICE=example``) or ``PartialState(device="example")``. Its random numbers come
+from a generator of its own (``generator.py``), seeded, saved and restored through the hooks.
 """
 
 from __future__ import annotations
@@ -41,21 +43,31 @@ def accelerate_core_setup_device(device: Any, environment: EnvironmentInfo) -> b
 
 
 @hookimpl
+def accelerate_core_seed_device(device: Any, seed: int) -> bool:
+    """Seed the device's own generator (``set_seed``; a vendor: ``myruntime.manual_seed``)."""
+    from .generator import generator
+
+    trace.record("seed_device", device=device, seed=seed)
+    generator().manual_seed(seed)
+    return True
+
+
+@hookimpl
 def accelerate_core_device_rng_state(device: Any) -> Any:
-    """The device generator's state for checkpoints (here: the CPU generator it draws from)."""
-    import torch
+    """The device generator's state for checkpoints (weights_only-safe: a tensor, a string)."""
+    from .generator import generator
 
     trace.record("device_rng_state", device=device)
-    return {"generator": torch.get_rng_state(), "device": NAME}
+    return {"generator": generator().get_state(), "device": NAME}
 
 
 @hookimpl
 def accelerate_core_set_device_rng_state(device: Any, rng_state: Any) -> bool:
     """Restore what ``accelerate_core_device_rng_state`` returned."""
-    import torch
+    from .generator import generator
 
     trace.record("set_device_rng_state", device=device)
-    torch.set_rng_state(rng_state["generator"])
+    generator().set_state(rng_state["generator"])
     return True
 
 
