@@ -4,8 +4,9 @@
 come from a Hugging Face Accelerate source tree (``HF_ACCELERATE_SOURCE``: a checkout or a bare
 git repository; skipped without one), with ``accelerate`` replaced by ``accelerate_core`` in
 their import lines and nothing else. Offline stand-ins replace transformers, datasets and
-evaluate (``tests/hf_examples/README.md``). ``log_with="all"`` starts every installed tracker
-(TensorBoard, MLflow, W&B offline, trackio here); the TensorBoard run is read back with
+evaluate (``tests/hf_ports/README.md``, shared with the other ported examples).
+``log_with="all"`` starts every installed tracker (TensorBoard, MLflow, W&B offline, trackio
+here); the TensorBoard run is read back with
 TensorBoard's reader and must hold, for each epoch, exactly what the script printed.
 """
 
@@ -52,10 +53,9 @@ def run_example(path: str, tmp_path: Path) -> tuple[str, Path]:
     script = tmp_path / Path(path).name
     script.write_text(ported)
     project = tmp_path / "logs"
-    examples = HERE / "hf_examples"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCELERATE_CORE_")}
     env.update(
-        PYTHONPATH=os.pathsep.join([str(examples / "shims"), str(examples)]),
+        PYTHONPATH=str(HERE / "hf_ports" / "shims"),
         WANDB_MODE="offline",
         WANDB_DIR=str(tmp_path),
         WANDB_SILENT="true",
@@ -65,7 +65,7 @@ def run_example(path: str, tmp_path: Path) -> tuple[str, Path]:
         OMP_NUM_THREADS="1",
     )
     done = subprocess.run(
-        [sys.executable, str(HERE / "hf_examples" / "run_example.py"), str(script), "--cpu",
+        [sys.executable, str(script), "--cpu",
          "--with_tracking", "--project_dir", str(project)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -32,7 +32,7 @@ for layer, modules in enumerate(
     [
         # records and primitives: no behaviour of the plugin system
         "errors specs version launch_options option_checks kwargs_handlers gradient_state ops "
-        "memory checkpoint_io logger_type tracker_base tracker_values utils.tensor_files "
+        "memory checkpoint_io enums logger_type tracker_base tracker_values utils.tensor_files "
         "utils.offload utils.modeling utils.loading launch_aliases progress memory_formulas "
         "distributed_type utils.dataclasses utils.imports utils.constants utils.versions "
         "utils.environment utils.memory hf_arguments local_sgd",

@@ -3,10 +3,10 @@ core reaches them through ``accelerate_core_exported_names``)."""
 
 from __future__ import annotations
 
-import enum
+from accelerate_core.enums import BaseEnum
 
 
-class DDPCommunicationHookType(str, enum.Enum):
+class DDPCommunicationHookType(str, BaseEnum):
     """Gradient communication hooks of ``DistributedDataParallelKwargs(comm_hook=...)``.
 
     ``FP16``/``BF16`` compress gradients before the all-reduce; ``POWER_SGD`` and
@@ -19,10 +19,3 @@ class DDPCommunicationHookType(str, enum.Enum):
     BF16 = "bf16"
     POWER_SGD = "power_sgd"
     BATCHED_POWER_SGD = "batched_power_sgd"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def list(cls) -> list[str]:
-        return [member.value for member in cls]

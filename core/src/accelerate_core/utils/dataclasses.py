@@ -18,30 +18,9 @@ from typing import Any
 import torch
 
 from ..distributed_type import DistributedType, distributed_type_for
+from ..enums import BaseEnum, EnumWithContains
 from ..errors import ConfigurationError
 from ..kwargs_handlers import AutocastKwargs, GradScalerKwargs, KwargsHandler
-
-
-class EnumWithContains(enum.EnumMeta):
-    """``"value" in SomeEnum`` is True for a valid value (HF's metaclass)."""
-
-    def __contains__(cls, item: object) -> bool:
-        try:
-            cls(item)
-        except ValueError:
-            return False
-        return True
-
-
-class BaseEnum(enum.Enum, metaclass=EnumWithContains):
-    """``str(member)`` is its value; ``list()`` lists every value (HF's base enum)."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    @classmethod
-    def list(cls) -> list[str]:
-        return [str(member) for member in cls]
 
 
 class SageMakerDistributedType(str, enum.Enum):
