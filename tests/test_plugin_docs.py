@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from doc_blocks import example, section
 
 from accelerate_core import (
     BackendSpec,
@@ -76,25 +77,6 @@ def hookspec_names() -> set[str]:
         for name, value in vars(hookspecs).items()
         if callable(value) and getattr(value, marker, None) is not None
     }
-
-
-def section(text: str, heading: str) -> str:
-    """The text under ``heading`` up to the next heading of the same or a higher level."""
-    match = re.search(rf"^(#+) {re.escape(heading)}\s*$", text, flags=re.MULTILINE)
-    assert match, f"plugins/README.md has no heading {heading!r}"
-    level = len(match.group(1))
-    rest = text[match.end() :]
-    end = re.search(rf"^#{{1,{level}}} ", rest, flags=re.MULTILINE)
-    return rest[: end.start()] if end else rest
-
-
-def example(text: str, name: str) -> str:
-    """The fenced code block after ``<!-- example: NAME -->``."""
-    match = re.search(
-        rf"<!-- example: {re.escape(name)} -->\s*```\w*\n(.*?)```", text, flags=re.DOTALL
-    )
-    assert match, f"plugins/README.md has no example block {name!r}"
-    return match.group(1)
 
 
 def test_every_hook_has_its_own_section():

@@ -16,8 +16,10 @@ class DummyOptim:
 
     Args:
         params: the parameters (or parameter groups) to optimise, as for a torch optimizer.
-        lr, weight_decay, **kwargs: fill ``"auto"`` entries of ``optimizer.params``; a value the
-            config also sets differently is an error naming both. ``None`` means not given.
+        lr: fills an ``"auto"`` entry of ``optimizer.params``; a value the config also sets
+            differently is an error naming both. ``None`` means not given.
+        weight_decay: the same for ``weight_decay``.
+        **kwargs: the same for any other entry of ``optimizer.params``.
     """
 
     __accelerate_core_kind__ = "optimizer"
@@ -48,8 +50,10 @@ class DummyScheduler:
 
     Args:
         optimizer: the ``DummyOptim`` (or prepared optimizer) it schedules.
-        total_num_steps, warmup_num_steps, **kwargs: fill ``"auto"`` entries of
-            ``scheduler.params``; ``None`` means not given.
+        total_num_steps: fills an ``"auto"`` entry of ``scheduler.params``; ``None`` means
+            not given.
+        warmup_num_steps: the same for ``warmup_num_steps``.
+        **kwargs: the same for any other entry of ``scheduler.params``.
         lr_scheduler_callable: without a ``scheduler`` section, a function building the
             scheduler from the engine's optimizer (``lambda opt: LambdaLR(opt, ...)``).
     """

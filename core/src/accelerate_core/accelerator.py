@@ -93,9 +93,15 @@ class Accelerator(MeshMethods, HFMembers, TrackingMethods):
             every ``log`` call: True, ``"memory"``, ``"step_time"`` or both in a list.
         parallelism_config: ``ParallelismConfig``: the device mesh (HSDP, tensor and context
             parallelism; ``parallelism.py``); default from ``accel launch --parallelism-config-*``.
-        dataloader_config, gradient_accumulation_plugin, fsdp_plugin, deepspeed_plugin(s),
-            dynamo_backend, dynamo_plugin, rng_types: Hugging Face's arguments, translated once
-            (``hf_arguments.py``); ``fsdp_plugin``/``deepspeed_plugin`` select that backend.
+        dataloader_config: Hugging Face's argument, translated once (``hf_arguments.py``).
+        gradient_accumulation_plugin: Hugging Face's argument, translated once.
+        fsdp_plugin: Hugging Face's argument, translated once; selects the fsdp backend.
+        deepspeed_plugin: Hugging Face's argument, translated once; selects the deepspeed
+            backend.
+        deepspeed_plugins: Hugging Face's argument (several plugins), translated once.
+        dynamo_backend: Hugging Face's argument, translated once.
+        dynamo_plugin: Hugging Face's argument, translated once.
+        rng_types: Hugging Face's argument, translated once.
         handle_preemption: on SIGTERM/SIGUSR1 every rank finishes its training step, saves a
             checkpoint under ``project_dir`` and exits with 75 (``preemption``).
         auto_resume: load the latest complete checkpoint under ``project_dir`` once the

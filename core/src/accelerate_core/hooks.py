@@ -552,3 +552,18 @@ class UserCpuOffloadHook:
 
     def remove(self) -> None:
         remove_hook_from_module(self.model)
+
+
+__all__ = [
+    "AlignDevicesHook",
+    "CpuOffload",
+    "ModelHook",
+    "SequentialHook",
+    "UserCpuOffloadHook",
+    "add_hook_to_module",
+    "attach_align_device_hook",
+    "attach_align_device_hook_on_blocks",
+    "attach_execution_device_hook",
+    "remove_hook_from_module",
+    "remove_hook_from_submodules",
+]

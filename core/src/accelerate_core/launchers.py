@@ -279,3 +279,6 @@ def _notebook_config(num_processes: int, **settings: Any) -> LaunchConfig:
         for key in backend_options:
             config.sources[plugin_source_key("backend", config.backend, key)] = NOTEBOOK_LAUNCHER
     return config
+
+
+__all__ = ["LaunchFailedError", "notebook_launcher"]

@@ -87,3 +87,6 @@ class LocalSGD:
         self.accelerator.wait_for_everyone()
         for param in self.accelerator.unwrap_model(self.model).parameters():
             param.copy_(self.accelerator.reduce(param.detach(), reduction="mean"))
+
+
+__all__ = ["LocalSGD"]

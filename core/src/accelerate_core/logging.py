@@ -68,3 +68,6 @@ def get_logger(name: str, log_level: str | None = None) -> MultiProcessAdapter:
         logger.setLevel(log_level.upper())
         logger.root.setLevel(log_level.upper())
     return MultiProcessAdapter(logger, {})
+
+
+__all__ = ["MultiProcessAdapter", "get_logger"]

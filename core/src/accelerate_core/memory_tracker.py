@@ -78,8 +78,10 @@ class MemoryTracker:
         run_dir: directory shared by all ranks; this rank writes ``memory-rank{rank}.json``.
         interval: seconds between samples.
         label: free text stored in the metadata (the plot's title shows it).
-        rank, world_size, device: default to ``PartialState()``'s; pass all three to track
-            without creating the process state (no ``Accelerator`` needed).
+        rank: defaults to ``PartialState()``'s; pass ``rank``, ``world_size`` and ``device``
+            to track without creating the process state (no ``Accelerator`` needed).
+        world_size: defaults to ``PartialState()``'s (see ``rank``).
+        device: defaults to ``PartialState()``'s (see ``rank``).
         device_owner: the plugin asked for device stats; default: the plugin that registered
             ``device.type`` (the state's ``device_owner`` when the device comes from the state).
         device_name: the selected device's name for the metadata (``example``); default: the

@@ -108,3 +108,6 @@ class AcceleratedOptimizer(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"AcceleratedOptimizer({self.optimizer!r})"
+
+
+__all__ = ["AcceleratedOptimizer"]

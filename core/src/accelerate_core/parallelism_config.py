@@ -94,9 +94,11 @@ class ParallelismConfig:
         cp_size: ranks that split each sequence (context parallelism); they read the same batch
             and run attention as a ring.
         cp_backend: ``"torch"`` (the only one).
-        sp_size, sp_backend, sp_handler: Hugging Face's DeepSpeed ALST/Ulysses sequence
-            parallelism; accepted for compatibility, refused by ``Accelerator`` when
-            ``sp_size > 1`` (no DeepSpeed sequence parallelism here: use ``cp_size``).
+        sp_size: Hugging Face's DeepSpeed ALST/Ulysses sequence parallelism; accepted for
+            compatibility, refused by ``Accelerator`` when ``sp_size > 1`` (no DeepSpeed
+            sequence parallelism here: use ``cp_size``).
+        sp_backend: as ``sp_size``, accepted for compatibility.
+        sp_handler: as ``sp_size``, accepted for compatibility.
         tp_handler: ``TorchTensorParallelConfig`` (made when ``tp_size > 1``).
         cp_handler: ``TorchContextParallelConfig`` (made when ``cp_size > 1``).
 

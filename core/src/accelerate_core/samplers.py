@@ -50,7 +50,8 @@ class BatchSamplerShard(torch.utils.data.Sampler[list[int]]):
 
     Args:
         batch_sampler: yields lists of indices; must yield the same batches on every process.
-        num_processes, process_index: the world and this process's place in it.
+        num_processes: the number of processes that share the batches.
+        process_index: this process's place among them.
         split_batches: split every batch into ``num_processes`` slices (the batch size is then
             the global one) instead of dealing whole batches round-robin.
         even_batches: complete the last round with samples from the start of the epoch so every

@@ -68,3 +68,6 @@ class AcceleratedScheduler:
 
     def __repr__(self) -> str:
         return f"AcceleratedScheduler({self.scheduler!r})"
+
+
+__all__ = ["AcceleratedScheduler"]

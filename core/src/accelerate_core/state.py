@@ -543,3 +543,6 @@ def reset_state(destroy_process_group: bool = True) -> None:
     _PENDING_DEVICE_SEED.clear()
     AcceleratorState._reset_state()
     PartialState._reset_state()
+
+
+__all__ = ["AcceleratorState", "PartialState"]
