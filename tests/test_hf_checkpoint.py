@@ -90,3 +90,15 @@ def test_converting_into_an_existing_directory_touches_nothing(hf_runs, tmp_path
     assert main(["convert-checkpoint", str(checkpoint), str(existing)]) == 1
     assert "exists" in capsys.readouterr().err
     assert [p.name for p in existing.iterdir()] == ["notes.txt"]
+
+
+def test_converting_leaves_a_users_directory_named_like_a_temporary_one_alone(
+    hf_runs, tmp_path, capsys
+):
+    checkpoint, _, _ = hf_runs
+    theirs = tmp_path / ".tmp-converted"  # a user's own directory, not one of our saves
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("keep")
+    assert main(["convert-checkpoint", str(checkpoint), str(tmp_path / "converted")]) == 0
+    assert (theirs / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-converted", "converted"]

@@ -426,6 +426,22 @@ def test_save_and_load_state_pre_hooks(tmp_path):
     del model
 
 
+def test_save_state_takes_hf_safe_serialization_and_always_writes_safetensors(tmp_path):
+    accelerator = Accelerator(cpu=True)
+    model = accelerator.prepare(_model())
+    accelerator.save_state(tmp_path / "safe", True)  # HF's positional second argument
+    with pytest.warns(UserWarning, match=r"safe_serialization=False.*safetensors regardless"):
+        accelerator.save_state(tmp_path / "unsafe", safe_serialization=False)
+    for name in ("safe", "unsafe"):
+        files = sorted(p.name for p in (tmp_path / name).iterdir())
+        assert "model_0.safetensors" in files and not [
+            f for f in files if f.endswith(".bin") and f.startswith("pytorch_model")
+        ]
+    with pytest.raises(TypeError):
+        accelerator.save_state(tmp_path / "x", True, True)  # async_save is keyword-only
+    del model
+
+
 # --------------------------------------------------------------------------- compile
 
 

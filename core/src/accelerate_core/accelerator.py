@@ -21,7 +21,7 @@ from torch.distributed.algorithms.join import Join, Joinable
 
 from . import checkpoint
 from .async_checkpoint import save_checkpoint, wait_for_pending_save
-from .checkpoint import ProjectConfiguration
+from .checkpoint import ProjectConfiguration, warn_unsafe_serialization_ignored
 from .data import DataLoaderShard, prepare_data_loader
 from .errors import ConfigurationError, PluginError
 from .gradient_state import GradientState
@@ -642,16 +642,23 @@ class Accelerator(MeshMethods, HFMembers, TrackingMethods):
         self._guards.prepared()
 
     def save_state(
-        self, output_dir: str | os.PathLike[str] | None = None, *, async_save: bool = False
+        self,
+        output_dir: str | os.PathLike[str] | None = None,
+        safe_serialization: bool = True,
+        *,
+        async_save: bool = False,
     ) -> str:
         """Checkpoint everything needed to continue this run exactly; returns the directory.
 
         Without ``output_dir``: ``project_dir/checkpoints/checkpoint_<n>``, keeping at most
         ``ProjectConfiguration.total_limit`` of them. Written atomically (see ``checkpoint``).
-        ``async_save=True`` (keyword only: HF's second argument is ``safe_serialization``) returns
-        once the state is copied to host memory and writes in the background
-        (``async_checkpoint``); the next save, ``load_state`` and the exit wait for it.
+        ``safe_serialization`` is HF's argument: weights are always safetensors here (loading a
+        checkpoint never runs pickled code), so ``False`` is warned about and changes nothing.
+        ``async_save=True`` returns once the state is copied to host memory and writes in the
+        background (``async_checkpoint``); the next save, ``load_state`` and the exit wait for it.
         """
+        if not safe_serialization:
+            warn_unsafe_serialization_ignored()
         return str(save_checkpoint(self._training_objects(), output_dir, async_save))
 
     def load_state(self, input_dir: str | os.PathLike[str] | None = None) -> str:

@@ -501,6 +501,17 @@ def finish_save(job: SaveJob, failure: Any, group: Any = None) -> Path:
     return job.target
 
 
+def warn_unsafe_serialization_ignored() -> None:
+    """HF's ``save_state(safe_serialization=False)`` writes pickled weights; not here."""
+    warnings.warn(
+        "save_state(safe_serialization=False): accelerate-core writes a checkpoint's weights as "
+        "safetensors regardless (so that loading it never runs pickled code); the argument "
+        "changes nothing here",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def save_state(objects: TrainingObjects, output_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write a complete checkpoint (see module docstring); returns its directory.
 

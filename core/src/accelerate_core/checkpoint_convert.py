@@ -13,6 +13,7 @@ RNG states resumes with the RNG as it is.
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint_io import file_record, put_object, put_tensors, read_tensors, write_json
+from .checkpoint_io import (
+    file_record,
+    partial_save_name,
+    put_object,
+    put_tensors,
+    read_tensors,
+    write_json,
+)
 from .checkpoint_manifest import FORMAT, versions
 from .errors import CheckpointError
 
@@ -126,9 +134,10 @@ def convert_checkpoint(
             "merge it first (HF: accelerate merge-weights) and load the weights with "
             "load_state_dict; only DDP / one-process checkpoints convert"
         )
-    tmp = target.with_name(f".tmp-{target.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # A fresh name of our own: never an entry someone else wrote beside the target.
+    tmp = target.with_name(partial_save_name(target, secrets.token_hex(4)))
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir()
     result = Conversion(target)
     counts = {"models": 0, "optimizers": 0, "schedulers": 0, "dataloaders": 0, "custom": 0}
     ranks: set[int] = set()
