@@ -97,6 +97,28 @@ def test_with_three_ranks_both_waiting_ranks_name_the_missing_one():
         assert "; ranks 0, 2 waited here. Cause: " in results[rank]["error"]
 
 
+def missing_in_a_subgroup() -> dict[str, object]:
+    import torch.distributed as dist
+
+    from accelerate_core.collectives import reduce
+
+    accelerator = new_accelerator()
+    pair = dist.new_group([0, 1])  # rank 2 is not in this collective: it can never be missing
+    if accelerator.process_index != 0:
+        time.sleep(LATE)  # rank 1 never comes; rank 2 is busy elsewhere
+        return {"stuck": True}
+    return outcome(lambda: reduce(torch.ones(1), group=pair))
+
+
+def test_a_collective_over_a_group_names_only_the_groups_missing_ranks():
+    result = run_distributed(missing_in_a_subgroup, nprocs=3, timeout=90)[0]
+    assert result["error"].startswith(
+        "reduce failed on rank 0 of 3 (in a group of ranks 0, 1): rank 1 did not arrive within "
+        "the process-group timeout (0:00:03): hung, busy elsewhere, or exited (look at its "
+        "output and its stack: py-spy dump --pid PID); rank 0 waited here. Cause: "
+    ), result["error"]
+
+
 class Stream(IterableDataset):
     def __iter__(self):
         return iter(torch.arange(8.0).reshape(8, 1))

@@ -37,15 +37,16 @@ def _world(group: Any = None) -> tuple[int, int]:
     return 0, 1
 
 
-def run_collective(name: str, call: Callable[[], T]) -> T:
-    """Run one torch.distributed call; a timeout or a lost peer becomes a ``CollectiveError``."""
+def run_collective(name: str, call: Callable[[], T], group: Any = None) -> T:
+    """Run one torch.distributed call over ``group`` (default: every rank); a timeout or a lost
+    peer becomes a ``CollectiveError`` naming the group's ranks that never came."""
     try:
         return call()
     except CollectiveError:
         raise
     except (RuntimeError, ValueError) as exc:  # DistBackendError/DistNetworkError are RuntimeErrors
         if hang_watch.is_communication_failure(exc):  # name the ranks that never came
-            raise hang_watch.explain(name, exc) from exc
+            raise hang_watch.explain(name, exc, group) from exc
         rank, world = _world()
         raise CollectiveError(
             f"{name} failed on rank {rank} of {world}: another process did not reach this "
@@ -122,7 +123,7 @@ def _exchange_signatures(
     _, world = _world(group)
     signatures: list[Any] = [None] * world
     mine = _signature(tensors)
-    run_collective(name, lambda: dist.all_gather_object(signatures, mine, group=group))
+    run_collective(name, lambda: dist.all_gather_object(signatures, mine, group=group), group)
     counts = {len(s) for s in signatures}
     if len(counts) > 1:
         described = ", ".join(f"rank {r}: {len(s)}" for r, s in enumerate(signatures))
@@ -169,7 +170,7 @@ def _all_gather_padded(
     flat = tensor.contiguous().reshape(longest, -1)
     wire = flat.view(torch.uint8) if flat.numel() else flat.to(torch.uint8)
     received = [torch.empty_like(wire) for _ in lengths]
-    run_collective(name, lambda: dist.all_gather(received, wire, group=group))
+    run_collective(name, lambda: dist.all_gather(received, wire, group=group), group)
     return [
         (r.view(tensor.dtype) if r.numel() else r.to(tensor.dtype)).reshape(tensor.shape)[:n]
         for r, n in zip(received, lengths)
@@ -207,7 +208,9 @@ def gather_object(obj: Any, group: Any = None) -> list[Any]:
     if world == 1:
         return list(obj) if isinstance(obj, list) else [obj]
     received: list[Any] = [None] * world
-    run_collective("gather_object", lambda: dist.all_gather_object(received, obj, group=group))
+    run_collective(
+        "gather_object", lambda: dist.all_gather_object(received, obj, group=group), group
+    )
     if all(isinstance(r, list) for r in received):
         return [item for r in received for item in r]
     return received
@@ -235,7 +238,7 @@ def reduce(obj: Any, reduction: str = "mean", scale: float = 1.0, group: Any = N
         work = tensor.detach().clone()
         if work.dtype in (torch.bfloat16, torch.float16, torch.bool):
             work = work.float()  # gloo cannot reduce these; reduce in fp32 and cast back
-        run_collective("reduce", functools.partial(dist.all_reduce, work, op, group=group))
+        run_collective("reduce", functools.partial(dist.all_reduce, work, op, group=group), group)
         if reduction == "mean":
             work = work / world
         reduced.append((work * scale if scale != 1.0 else work).to(tensor.dtype))
@@ -267,6 +270,7 @@ def broadcast_object_list(
         run_collective(
             "broadcast_object_list",
             lambda: dist.broadcast_object_list(objects, src=from_process, group=group),
+            group,
         )
     return objects
 

@@ -71,7 +71,17 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _reports(operation: str, rank: int, world: int) -> dict[int, str] | None:
+def _members(group: Any, world: int) -> list[int]:
+    """The global ranks taking part in a collective over ``group`` (None: every rank)."""
+    if group is None or not isinstance(group, dist.ProcessGroup):
+        return list(range(world))
+    try:
+        return sorted(dist.get_process_group_ranks(group))
+    except Exception:  # a group this rank is not in, or torch cannot say: the whole world
+        return list(range(world))
+
+
+def _reports(operation: str, rank: int, members: list[int]) -> dict[int, str] | None:
     """Publish this rank's operation, gather the others' for the grace; None without a store."""
     try:
         store = dist.distributed_c10d._get_default_store()
@@ -84,11 +94,11 @@ def _reports(operation: str, rank: int, world: int) -> dict[int, str] | None:
         store.set(f"{prefix}/{rank}", json.dumps({"operation": operation}))
         deadline = time.monotonic() + grace_seconds()
         while True:
-            for other in range(world):
+            for other in members:
                 key = f"{prefix}/{other}"
                 if other not in found and store.check([key]):
                     found[other] = json.loads(store.get(key))["operation"]
-            if len(found) == world or time.monotonic() >= deadline:
+            if len(found) == len(members) or time.monotonic() >= deadline:
                 return found
             time.sleep(0.05)
     except Exception:
@@ -99,24 +109,28 @@ def _ranks(ranks: list[int]) -> str:
     return ("rank " if len(ranks) == 1 else "ranks ") + ", ".join(map(str, ranks))
 
 
-def explain(operation: str, exc: BaseException) -> CollectiveError:
-    """The ``CollectiveError`` for ``exc``, raised while this rank was in ``operation``."""
+def explain(operation: str, exc: BaseException, group: Any = None) -> CollectiveError:
+    """The ``CollectiveError`` for ``exc``, raised while this rank was in ``operation`` over
+    ``group`` (default: every rank); only the group's ranks can be missing."""
     rank, world = _world()
+    members = _members(group, world)
     label = _state["label"]
     if label and label not in operation:
         operation = f"{operation} during {label}"
     timeout = _state["timeout"]
     within = f"within the process-group timeout ({timeout})" if timeout else "in time"
-    reports = _reports(operation, rank, world) if world > 1 else None
+    reports = _reports(operation, rank, members) if len(members) > 1 else None
     cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     head = f"{operation} failed on rank {rank} of {world}"
+    if len(members) < world:
+        head += f" (in a group of {_ranks(members)})"
     if reports is None:
         detail = (
             f"another process did not reach this {operation} {within}, or exited. Check the "
             f"other ranks' output (a crash, a hang, or a code path that skips the {operation})"
         )
     else:
-        missing = [r for r in range(world) if r not in reports]
+        missing = [r for r in members if r not in reports]
         elsewhere = {r: op for r, op in sorted(reports.items()) if op != operation}
         waited = sorted(r for r, op in reports.items() if op == operation)
         parts = []
