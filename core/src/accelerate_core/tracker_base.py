@@ -7,6 +7,7 @@ decided by the core (``tracker_set``), not by the tracker: ``main_process_only``
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 
@@ -50,6 +51,37 @@ class GeneralTracker:
 
     def finish(self) -> None:
         """Close the run and flush what is buffered."""
+
+
+class ProjectRunTracker(GeneralTracker):
+    """A tracker whose library opens one run as ``library.init(project=run_name, **kwargs)`` and
+    logs through ``run.log(values, step=step)`` / ``run.finish()`` (W&B, trackio, SwanLab).
+
+    Subclasses set ``name`` and ``library`` (the module imported at ``start``).
+    """
+
+    library: str = ""
+    requires_logging_directory = False
+
+    def __init__(self, run_name: str, **kwargs: Any) -> None:
+        super().__init__()
+        self.run_name = run_name
+        self.init_kwargs = kwargs
+        self.run: Any = None
+
+    def start(self) -> None:
+        module = importlib.import_module(self.library)
+        self.run = module.init(project=self.run_name, **self.init_kwargs)
+
+    @property
+    def tracker(self) -> Any:
+        return self.run
+
+    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
+        self.run.log(values, step=step, **kwargs)
+
+    def finish(self) -> None:
+        self.run.finish()
 
 
 class NoOpTracker(GeneralTracker):

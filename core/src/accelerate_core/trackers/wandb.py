@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tracker_base import GeneralTracker
+from ..tracker_base import ProjectRunTracker
 
 
-class WandBTracker(GeneralTracker):
+class WandBTracker(ProjectRunTracker):
     """One ``wandb`` run per training run.
 
     Args:
@@ -20,28 +20,10 @@ class WandBTracker(GeneralTracker):
     """
 
     name = "wandb"
-    requires_logging_directory = False
-
-    def __init__(self, run_name: str, **kwargs: Any) -> None:
-        super().__init__()
-        self.run_name = run_name
-        self.init_kwargs = kwargs
-        self.run: Any = None
-
-    def start(self) -> None:
-        import wandb
-
-        self.run = wandb.init(project=self.run_name, **self.init_kwargs)
-
-    @property
-    def tracker(self) -> Any:
-        return self.run
+    library = "wandb"
 
     def store_init_configuration(self, values: dict[str, Any]) -> None:
         self.run.config.update(values, allow_val_change=True)
-
-    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
-        self.run.log(values, step=step, **kwargs)
 
     def log_images(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
         """Log ``{name: list of images}`` (arrays or PIL images) as ``wandb.Image``."""
@@ -64,6 +46,3 @@ class WandBTracker(GeneralTracker):
 
         table = wandb.Table(columns=columns, data=data, dataframe=dataframe)
         self.log({table_name: table}, step=step, **kwargs)
-
-    def finish(self) -> None:
-        self.run.finish()
